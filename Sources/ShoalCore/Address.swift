@@ -1,0 +1,122 @@
+/// 32 bytes naming something in the address space: a chunk or a node.
+///
+/// Stored inline (four words), so addresses are cheap to hash, compare and copy.
+public struct Address32: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64  // big-endian words, w0 first
+
+    public static let byteCount = 32
+    public static let zero = Address32(w0: 0, w1: 0, w2: 0, w3: 0)
+
+    public init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) {
+        (self.w0, self.w1, self.w2, self.w3) = (w0, w1, w2, w3)
+    }
+
+    /// Reads 32 bytes; nil when `bytes` is not exactly 32 long.
+    public init?(bytes: some Collection<UInt8>) {
+        guard bytes.count == 32 else { return nil }
+        var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        var i = 0
+        for byte in bytes {
+            let shift = UInt64(56 - 8 * (i % 8))
+            switch i / 8 {
+            case 0: words.0 |= UInt64(byte) << shift
+            case 1: words.1 |= UInt64(byte) << shift
+            case 2: words.2 |= UInt64(byte) << shift
+            default: words.3 |= UInt64(byte) << shift
+            }
+            i += 1
+        }
+        (w0, w1, w2, w3) = words
+    }
+
+    public init?(raw: UnsafeRawBufferPointer) {
+        guard raw.count == 32 else { return nil }
+        w0 = raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self).bigEndian
+        w1 = raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self).bigEndian
+        w2 = raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self).bigEndian
+        w3 = raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self).bigEndian
+    }
+
+    /// Parses 64 hex digits (either case); nil for anything else.
+    public init?(hex: some StringProtocol) {
+        let utf8 = Array(hex.utf8)
+        guard utf8.count == 64 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        for i in 0..<32 {
+            guard let hi = Address32.nibble(utf8[2 * i]), let lo = Address32.nibble(utf8[2 * i + 1]) else {
+                return nil
+            }
+            bytes[i] = hi << 4 | lo
+        }
+        self.init(bytes: bytes)
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+
+    public var bytes: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(32)
+        append(to: &out)
+        return out
+    }
+
+    public func append(to out: inout [UInt8]) {
+        for word in [w0, w1, w2, w3] {
+            withUnsafeBytes(of: word.bigEndian) { out.append(contentsOf: $0) }
+        }
+    }
+
+    public var hex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(64)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0xf)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public var description: String { hex }
+
+    /// The number of leading bits `self` and `other` share (0…256).
+    public func proximity(to other: Address32) -> Int {
+        let x = (w0 ^ other.w0, w1 ^ other.w1, w2 ^ other.w2, w3 ^ other.w3)
+        if x.0 != 0 { return x.0.leadingZeroBitCount }
+        if x.1 != 0 { return 64 + x.1.leadingZeroBitCount }
+        if x.2 != 0 { return 128 + x.2.leadingZeroBitCount }
+        if x.3 != 0 { return 192 + x.3.leadingZeroBitCount }
+        return 256
+    }
+
+    public static func < (a: Address32, b: Address32) -> Bool {
+        (a.w0, a.w1, a.w2, a.w3) < (b.w0, b.w1, b.w2, b.w3)
+    }
+}
+
+/// Proximity order and bins.
+public enum Proximity {
+    /// Bins 0…31; bin 31 holds every proximity of 31 or more.
+    public static let binCount = 32
+    public static let maxBin = binCount - 1
+
+    /// The bin that an address with proximity `po` to the node falls in.
+    public static func bin(forProximity po: Int) -> Int { min(po, maxBin) }
+
+    public static func bin(of address: Address32, relativeTo overlay: Address32) -> Int {
+        bin(forProximity: address.proximity(to: overlay))
+    }
+}
+
+/// The address of a chunk: SHA-256(span ‖ payload).
+public typealias ChunkAddress = Address32
+
+/// A node's address in the overlay: SHA-256(network id ‖ Ed25519 public key).
+public typealias OverlayAddress = Address32

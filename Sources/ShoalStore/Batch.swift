@@ -1,0 +1,65 @@
+import ShoalCore
+
+/// Everything one atomic write changes. `Store.apply` commits all of it in one LMDB
+/// transaction or none of it.
+public struct StoreBatch: Sendable {
+    /// Chunks to store. One already present is not stored again (it counts as a duplicate).
+    public var chunks: [Chunk] = []
+    /// Interval ranges to seal, after the chunks above are stored.
+    public var seals: [IntervalSeal] = []
+    /// Peers whose intervals are reset (their store epoch changed).
+    public var intervalResets: [OverlayAddress] = []
+    /// Entries to add to the fetch set (skipped for chunks already stored).
+    public var fetchUpserts: [(address: ChunkAddress, record: FetchRecord)] = []
+    /// Entries to leave the fetch set. A chunk stored by this batch leaves it anyway.
+    public var fetchRemovals: [ChunkAddress] = []
+    public var peerUpserts: [(overlay: OverlayAddress, record: PeerRecord)] = []
+    public var peerRemovals: [OverlayAddress] = []
+    public var downloadUpserts: [(root: ChunkAddress, record: DownloadRecord)] = []
+    public var downloadRemovals: [ChunkAddress] = []
+    /// Supervisor decisions to journal.
+    public var journal: [String] = []
+
+    public init(chunks: [Chunk] = [], seals: [IntervalSeal] = []) {
+        self.chunks = chunks
+        self.seals = seals
+    }
+
+    public var isEmpty: Bool {
+        chunks.isEmpty && seals.isEmpty && intervalResets.isEmpty && fetchUpserts.isEmpty
+            && fetchRemovals.isEmpty && peerUpserts.isEmpty && peerRemovals.isEmpty
+            && downloadUpserts.isEmpty && downloadRemovals.isEmpty && journal.isEmpty
+    }
+}
+
+/// "Bin IDs `range` of `peer`'s bin `bin`, at store epoch `epoch`, are fully synced."
+public struct IntervalSeal: Sendable, Equatable {
+    public var peer: OverlayAddress
+    public var bin: UInt8
+    public var epoch: UInt64
+    public var range: ClosedRange<UInt64>
+
+    public init(peer: OverlayAddress, bin: UInt8, epoch: UInt64, range: ClosedRange<UInt64>) {
+        (self.peer, self.bin, self.epoch, self.range) = (peer, bin, epoch, range)
+    }
+}
+
+/// Where a chunk stored by a batch landed.
+public struct StoredChunk: Sendable, Equatable {
+    public var address: ChunkAddress
+    public var bin: UInt8
+    public var binID: UInt64
+}
+
+/// What a committed batch did.
+public struct BatchResult: Sendable, Equatable {
+    public var stored: [StoredChunk] = []
+    /// Chunks of the batch that were already in the store.
+    public var duplicates: Int = 0
+    /// Chunks evicted for capacity by this commit.
+    public var evicted: Int = 0
+    /// The storage radius after this commit.
+    public var radius: UInt8 = 0
+    /// The LMDB transaction ID the batch committed in.
+    public var transactionID: Int = 0
+}

@@ -1,0 +1,222 @@
+import LMDB
+import ShoalCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Shoal's store: every chunk and every piece of sync state, in one LMDB environment plus a
+/// slot file for chunk payloads.
+///
+/// All state changes in write transactions, and the write-ahead rule holds: a caller learns
+/// that something was stored only after `mdb_txn_commit` returned success, and a payload is on
+/// disk before the transaction that points to its slot commits.
+public final class Store: @unchecked Sendable {
+    public struct Options: Sendable {
+        /// The node's overlay. Required to create a store; checked against the stored one after.
+        public var overlay: OverlayAddress?
+        /// Keep at most this many chunks, evicting the farthest bins first; nil for unbounded.
+        public var capacityChunks: UInt64?
+        public var readOnly = false
+        public var mapSize = 1 << 30
+        public var mapSizeMax = 1 << 40
+        public var maxReaders: UInt32 = 126
+        /// Wall-clock milliseconds since 1970 (injected so tests can fix time).
+        public var now: @Sendable () -> UInt64 = { Store.wallClockMs() }
+
+        public init(overlay: OverlayAddress? = nil, capacityChunks: UInt64? = nil, readOnly: Bool = false) {
+            self.overlay = overlay
+            self.capacityChunks = capacityChunks
+            self.readOnly = readOnly
+        }
+    }
+
+    public let directory: String
+    public let environment: Environment
+    public let options: Options
+    /// The overlay bins are computed against.
+    public let overlay: OverlayAddress
+    /// Fixed when the store was created; a new epoch tells peers our store was lost.
+    public let epoch: UInt64
+    let slotFile: SlotFile
+    let tables: Tables
+
+    struct Tables: Sendable {
+        let meta: Database
+        let chunks: Table<ChunkAddress, ChunkRecord>
+        let pull: Database
+        let intervals: Table<IntervalKey, IntervalRecord>
+        let fetch: Table<ChunkAddress, FetchRecord>
+        let peers: Table<OverlayAddress, PeerRecord>
+        let downloads: Table<ChunkAddress, DownloadRecord>
+        let journal: Table<UInt64, JournalEntry>
+        /// Key: freeing transaction ID (8, BE) ‖ slot (8, BE); empty value. Ordered by when freed,
+        /// so the reusable slots are a prefix.
+        let freeSlots: Database
+    }
+
+    /// Finds the LMDB directory in `path`: the path itself if it holds `data.mdb`, else
+    /// `path/store` (a node's data directory). For a new store, `path/store` when `path` looks
+    /// like a data directory is not guessed: the path is used as given.
+    public static func locate(_ path: String) -> String {
+        if access(path + "/data.mdb", F_OK) == 0 { return path }
+        if access(path + "/store/data.mdb", F_OK) == 0 { return path + "/store" }
+        return path
+    }
+
+    /// Opens (or, writable, creates) the store in `directory`, running any pending migration.
+    public init(directory: String, options: Options = Options()) throws(StoreError) {
+        let dir = options.readOnly ? Store.locate(directory) : directory
+        if !options.readOnly {
+            if mkdir(dir, 0o700) != 0 && errno != EEXIST {
+                throw StoreError.system("mkdir(\(dir))", errno: errno)
+            }
+        } else if access(dir + "/data.mdb", F_OK) != 0 {
+            throw StoreError(.notAStore, "\(directory) holds no data.mdb")
+        }
+        self.directory = dir
+        self.options = options
+        var envOptions = Environment.Options()
+        envOptions.mapSize = options.mapSize
+        envOptions.mapSizeMax = options.mapSizeMax
+        envOptions.maxReaders = options.maxReaders
+        envOptions.readOnly = options.readOnly
+        envOptions.maxDatabases = UInt32(Schema.Name.all.count + 4)
+        do {
+            environment = try Environment(path: dir, options: envOptions)
+        } catch {
+            throw StoreError.wrap(error, "opening the LMDB environment in \(dir)")
+        }
+        do {
+            let version = try Migrations.currentVersion(of: environment)
+            if version > Schema.version {
+                throw StoreError(.schemaTooNew,
+                                 "store schema is version \(version); this build understands up to \(Schema.version)")
+            }
+            if version < Schema.version {
+                guard !options.readOnly else {
+                    if version == 0 { throw StoreError(.notAStore, "\(dir) holds an LMDB environment but no Shoal store") }
+                    throw StoreError(.migrationNeeded, "store schema \(version) needs migrating to \(Schema.version); open it writable")
+                }
+                guard version > 0 || options.overlay != nil else {
+                    throw StoreError(.notAStore, "creating a store needs the node's overlay")
+                }
+                try Migrations.run(on: environment, from: version, options: options)
+            }
+            let tables = try Store.openTables(environment)
+            self.tables = tables
+            let environment = self.environment
+            let (storedOverlay, storedEpoch) = try environment.read { txn in
+                (try txn.get(tables.meta, Schema.MetaKey.overlay.lmdbBytes).flatMap { Address32(bytes: $0) },
+                 try txn.metaUInt64(tables.meta, Schema.MetaKey.epoch))
+            }
+            guard let storedOverlay, let storedEpoch else {
+                throw StoreError(.corrupt, "meta has no overlay or epoch")
+            }
+            if let wanted = options.overlay, wanted != storedOverlay {
+                throw StoreError(.overlayMismatch, "store belongs to overlay \(storedOverlay), not \(wanted)")
+            }
+            overlay = storedOverlay
+            epoch = storedEpoch
+            if !options.readOnly {
+                try environment.write { txn in
+                    try txn.putMeta(tables.meta, Schema.MetaKey.capacity, options.capacityChunks ?? 0)
+                }
+            }
+            slotFile = try SlotFile(path: dir + "/" + Schema.slotFileName, slotSize: Schema.slotSize,
+                                    readOnly: options.readOnly)
+        } catch {
+            environment.close()
+            throw StoreError.wrap(error, "opening the store in \(dir)")
+        }
+    }
+
+    /// Closes the environment; the store must not be used after.
+    public func close() { environment.close() }
+
+    static func openTables(_ env: Environment) throws -> Tables {
+        let n = Schema.Name.self
+        return Tables(
+            meta: try env.openDatabase(n.meta),
+            chunks: Table(try env.openDatabase(n.chunks)),
+            pull: try env.openDatabase(n.pull),
+            intervals: Table(try env.openDatabase(n.intervals)),
+            fetch: Table(try env.openDatabase(n.fetch)),
+            peers: Table(try env.openDatabase(n.peers)),
+            downloads: Table(try env.openDatabase(n.downloads)),
+            journal: Table(try env.openDatabase(n.journal)),
+            freeSlots: try env.openDatabase(n.slots))
+    }
+
+    public static func wallClockMs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
+    // MARK: Writing
+
+    /// Applies `batch` in one write transaction and returns once it has committed.
+    @discardableResult
+    public func apply(_ batch: StoreBatch) throws(StoreError) -> BatchResult {
+        try applyGroup([batch])[0]
+    }
+
+    /// Applies several batches in one transaction (a group commit): all commit or none do.
+    public func applyGroup(_ batches: [StoreBatch]) throws(StoreError) -> [BatchResult] {
+        guard !options.readOnly else { throw StoreError(.readOnly, "the store is open read-only") }
+        for batch in batches {
+            for seal in batch.seals where Int(seal.bin) >= Proximity.binCount {
+                throw StoreError(.invalidBatch, "interval seal for bin \(seal.bin) (bins are 0…31)")
+            }
+        }
+        do {
+            return try environment.write { txn in
+                var writer = try WriteContext(store: self, txn: txn)
+                var results = try batches.map { try writer.apply($0) }
+                let (evicted, radius) = try writer.evictIfOverCapacity()
+                try writer.finish()
+                for i in results.indices {
+                    results[i].radius = radius
+                    results[i].transactionID = txn.id
+                }
+                if !results.isEmpty { results[results.count - 1].evicted = evicted }
+                return results
+            }
+        } catch {
+            throw StoreError.wrap(error, "applying a batch")
+        }
+    }
+
+    // MARK: Reading
+
+    /// Runs `body` in one read transaction: every read inside sees the same snapshot.
+    public func read<R>(_ body: (StoreReader) throws -> R) throws(StoreError) -> R {
+        do {
+            return try environment.read { txn in try body(StoreReader(store: self, txn: txn)) }
+        } catch {
+            throw StoreError.wrap(error, "reading the store")
+        }
+    }
+
+    /// The chunk at `address`, or nil. With `verify`, the payload is re-hashed against the address.
+    public func get(_ address: ChunkAddress, verify: Bool = false) throws(StoreError) -> Chunk? {
+        try read { try $0.chunk(address, verify: verify) }
+    }
+
+    /// Which of `addresses` are stored, in one snapshot.
+    public func has(_ addresses: [ChunkAddress]) throws(StoreError) -> [Bool] {
+        try read { r in try addresses.map { try r.has($0) } }
+    }
+
+    public func has(_ address: ChunkAddress) throws(StoreError) -> Bool {
+        try read { try $0.has(address) }
+    }
+
+    /// The number of chunks stored.
+    public func count() throws(StoreError) -> Int {
+        try read { try $0.chunkCount() }
+    }
+}

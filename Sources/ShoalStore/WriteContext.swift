@@ -1,0 +1,305 @@
+import LMDB
+import ShoalCore
+
+/// The work of one write transaction: applying batches, allocating slots, evicting.
+///
+/// Everything here reads its starting state from the transaction, so when the environment
+/// retries the transaction after growing the map, a fresh context does exactly the same again.
+struct WriteContext {
+    let store: Store
+    let txn: Transaction
+    private var tables: Store.Tables { store.tables }
+
+    /// Per-bin cursors read so far, and which changed.
+    private var cursors: [UInt64?] = Array(repeating: nil, count: Proximity.binCount)
+    private var cursorsChanged = Set<Int>()
+    private var slots: SlotAllocator
+    private var wroteSlots = false
+
+    init(store: Store, txn: Transaction) throws {
+        self.store = store
+        self.txn = txn
+        slots = try SlotAllocator(store: store, txn: txn)
+    }
+
+    mutating func apply(_ batch: StoreBatch) throws -> BatchResult {
+        var result = BatchResult()
+        result.stored.reserveCapacity(batch.chunks.count)
+        for chunk in batch.chunks {
+            if let stored = try store(chunk) {
+                result.stored.append(stored)
+            } else {
+                result.duplicates += 1
+            }
+        }
+        for peer in batch.intervalResets {
+            try resetIntervals(of: peer) { _ in true }
+        }
+        for seal in batch.seals {
+            let key = IntervalKey(peer: seal.peer, bin: seal.bin)
+            var set = IntervalSet()
+            if let existing = try txn.get(tables.intervals, key), existing.epoch == seal.epoch {
+                set = existing.set
+            }
+            set.insert(seal.range)
+            try txn.put(tables.intervals, key, IntervalRecord(epoch: seal.epoch, set: set))
+        }
+        for (address, record) in batch.fetchUpserts where try !txn.contains(tables.chunks, address) {
+            try txn.put(tables.fetch, address, record)
+        }
+        for address in batch.fetchRemovals { try txn.delete(tables.fetch, address) }
+        for (overlay, record) in batch.peerUpserts { try txn.put(tables.peers, overlay, record) }
+        for overlay in batch.peerRemovals { try txn.delete(tables.peers, overlay) }
+        for (root, record) in batch.downloadUpserts { try txn.put(tables.downloads, root, record) }
+        for root in batch.downloadRemovals { try txn.delete(tables.downloads, root) }
+        if !batch.journal.isEmpty { try appendJournal(batch.journal) }
+        return result
+    }
+
+    /// Stores one chunk; nil if it was already present.
+    private mutating func store(_ chunk: Chunk) throws -> StoredChunk? {
+        let bin = Proximity.bin(of: chunk.address, relativeTo: store.overlay)
+        let slot = try slots.take()
+        let binID = try cursor(bin) + 1
+        let record = ChunkRecord(span: chunk.span, slot: slot, binID: binID,
+                                 length: UInt16(chunk.payload.count), bin: UInt8(bin))
+        // One B-tree descent decides "already stored" and stores.
+        guard try txn.insert(tables.chunks.database, chunk.address.bytes, record.lmdbBytes) else {
+            slots.giveBack(slot)
+            return nil
+        }
+        try chunk.payload.withUnsafeBytes { try store.slotFile.write(slot: slot, payload: $0) }
+        wroteSlots = true
+        try txn.put(tables.pull, PullKey(bin: UInt8(bin), binID: binID).lmdbBytes, chunk.address.bytes)
+        cursors[bin] = binID
+        cursorsChanged.insert(bin)
+        // A chunk leaves the fetch set in the transaction that stores it.
+        try txn.delete(tables.fetch, chunk.address)
+        return StoredChunk(address: chunk.address, bin: UInt8(bin), binID: binID)
+    }
+
+    private mutating func cursor(_ bin: Int) throws -> UInt64 {
+        if let c = cursors[bin] { return c }
+        let c = try txn.withValue(tables.pull, PullKey.cursor(UInt8(bin)).lmdbBytes) { raw in
+            try raw.map { try LEUInt64(decodingLMDB: $0).value } ?? 0
+        }
+        cursors[bin] = c
+        return c
+    }
+
+    private func appendJournal(_ texts: [String]) throws {
+        var last: UInt64 = 0
+        try txn.withCursor(tables.journal.database) { c in
+            if try c.last() { last = try UInt64(decodingLMDB: c.currentKey) }
+        }
+        let now = store.options.now()
+        for (i, text) in texts.enumerated() {
+            try txn.put(tables.journal, last + UInt64(i) + 1, JournalEntry(timeMs: now, text: text))
+        }
+        // Bounded: drop the oldest beyond the limit.
+        var excess = try txn.count(tables.journal) - Schema.journalEntriesMax
+        if excess > 0 {
+            try txn.withCursor(tables.journal.database) { c in
+                var more = try c.first()
+                while more && excess > 0 {
+                    try c.deleteCurrent()
+                    excess -= 1
+                    more = try c.next()
+                }
+            }
+        }
+    }
+
+    /// Deletes the interval records of `peer` whose bin `matches`.
+    private func resetIntervals(of peer: OverlayAddress, where matches: (UInt8) -> Bool) throws {
+        let start = IntervalKey(peer: peer, bin: 0).lmdbBytes
+        try txn.withCursor(tables.intervals.database) { c in
+            var more = try c.seek(atOrAfter: start)
+            while more {
+                let key = try IntervalKey(decodingLMDB: c.currentKey)
+                guard key.peer == peer else { break }
+                if matches(key.bin) {
+                    try c.deleteCurrent()
+                    more = try c.seek(atOrAfter: IntervalKey(peer: peer, bin: key.bin).lmdbBytes)
+                } else {
+                    more = try c.next()
+                }
+            }
+        }
+    }
+
+    /// With a capacity set and exceeded, evicts whole bins from the lowest up until the store fits.
+    /// Returns the chunks evicted and the storage radius after.
+    mutating func evictIfOverCapacity() throws -> (evicted: Int, radius: UInt8) {
+        var radius = try metaUInt64(Schema.MetaKey.radius) ?? 0
+        guard let capacity = store.options.capacityChunks else { return (0, UInt8(radius)) }
+        var count = try txn.count(tables.chunks)
+        var evicted = 0
+        while count > capacity, let bin = try lowestNonEmptyBin() {
+            let n = try evict(bin: bin)
+            evicted += n
+            count -= n
+            radius = max(radius, UInt64(bin) + 1)
+        }
+        if evicted > 0 {
+            try txn.putMeta(tables.meta, Schema.MetaKey.radius, radius)
+            try resetIntervalsAfterEviction(radius: Int(radius))
+        }
+        return (evicted, UInt8(radius))
+    }
+
+    private func lowestNonEmptyBin() throws -> Int? {
+        var found: Int?
+        try txn.scan(tables.pull) { key, _ in
+            if key.count == 9 { found = Int(key[0]); return false }
+            return true
+        }
+        return found
+    }
+
+    /// Deletes every chunk of `bin` and frees its slots. The bin's cursor stays: bin IDs never repeat.
+    private mutating func evict(bin: Int) throws -> Int {
+        var n = 0
+        let start = PullKey(bin: UInt8(bin), binID: 0).lmdbBytes
+        let freedIn = UInt64(txn.id)
+        try txn.withCursor(tables.pull) { c in
+            var more = try c.seek(atOrAfter: start)
+            while more, c.currentKey.count == 9, c.currentKey[0] == UInt8(bin) {
+                let address = try ChunkAddress(decodingLMDB: c.currentValue)
+                if let record = try txn.get(tables.chunks, address) {
+                    try txn.delete(tables.chunks, address)
+                    try txn.put(tables.freeSlots, FreeSlotKey(freedIn: freedIn, slot: record.slot).bytes, [UInt8]())
+                }
+                try c.deleteCurrent()
+                n += 1
+                more = try c.seek(atOrAfter: start)
+            }
+        }
+        return n
+    }
+
+    /// Our bins below `radius` were evicted. For a peer at proximity `p`, the evicted chunks lie
+    /// in the peer's bins below `radius` when `p ≥ radius`; when `p < radius` they may lie in any
+    /// of its bins (a chunk in our bin `p` can be in any of its bins above `p`). Only those reset.
+    private func resetIntervalsAfterEviction(radius: Int) throws {
+        var peers: [OverlayAddress] = []
+        try txn.scan(tables.intervals.database) { key, _ in
+            let k = try IntervalKey(decodingLMDB: key)
+            if peers.last != k.peer { peers.append(k.peer) }
+            return true
+        }
+        for peer in peers {
+            let p = Proximity.bin(of: peer, relativeTo: store.overlay)
+            try resetIntervals(of: peer) { bin in p < radius || Int(bin) < radius }
+        }
+    }
+
+    private func metaUInt64(_ key: String) throws -> UInt64? {
+        try txn.metaUInt64(tables.meta, key)
+    }
+
+    /// Writes back cursors and the slot counter, and makes payloads durable before the commit.
+    mutating func finish() throws {
+        for bin in cursorsChanged.sorted() {
+            try txn.put(tables.pull, PullKey.cursor(UInt8(bin)).lmdbBytes, LEUInt64(cursors[bin]!).lmdbBytes)
+        }
+        try slots.finish(txn: txn)
+        // Write-ahead: the payloads reach the disk before any committed record points to them.
+        if wroteSlots { try store.slotFile.sync() }
+    }
+}
+
+/// Key of the free-slot list: when it was freed, then which slot.
+struct FreeSlotKey: Equatable {
+    var freedIn: UInt64
+    var slot: UInt64
+
+    var bytes: [UInt8] {
+        var b = freedIn.lmdbBytes
+        slot.encodeLMDB(into: &b)
+        return b
+    }
+
+    init(freedIn: UInt64, slot: UInt64) { (self.freedIn, self.slot) = (freedIn, slot) }
+
+    init(_ raw: UnsafeRawBufferPointer) throws {
+        guard raw.count == 16 else { throw LMDBDecodingError(FreeSlotKey.self, "\(raw.count) bytes, want 16") }
+        freedIn = try UInt64(decodingLMDB: UnsafeRawBufferPointer(rebasing: raw[0..<8]))
+        slot = try UInt64(decodingLMDB: UnsafeRawBufferPointer(rebasing: raw[8..<16]))
+    }
+}
+
+/// Hands out payload slots for one write transaction: freed slots that no reader can still
+/// see first, then new slots at the end of the file.
+struct SlotAllocator {
+    private let store: Store
+    private var next: UInt64
+    private let startNext: UInt64
+    /// Slots given back in this transaction (a duplicate chunk), reused first.
+    private var returned: [UInt64] = []
+    /// Free-list entries taken in this transaction, deleted at `finish`.
+    private var taken: [FreeSlotKey] = []
+    private var freeListExhausted = false
+    /// Slots freed in a transaction ≤ this may be reused: every live reader's snapshot is at least that new.
+    private var reusableUpTo: UInt64?
+    private var lastTakenKey: [UInt8]?
+
+    init(store: Store, txn: Transaction) throws {
+        self.store = store
+        next = try txn.metaUInt64(store.tables.meta, Schema.MetaKey.slotsNext) ?? 0
+        startNext = next
+        self.txn = txn
+    }
+
+    private let txn: Transaction
+
+    mutating func take() throws -> UInt64 {
+        if let slot = returned.popLast() { return slot }
+        if !freeListExhausted, let slot = try takeFree() { return slot }
+        defer { next += 1 }
+        return next
+    }
+
+    mutating func giveBack(_ slot: UInt64) {
+        if slot + 1 == next && slot >= startNext { next -= 1 } else { returned.append(slot) }
+    }
+
+    private mutating func takeFree() throws -> UInt64? {
+        if reusableUpTo == nil {
+            // A reader holding snapshot t sees every commit ≤ t; a slot freed by commit f is
+            // invisible to it exactly when t ≥ f. With no reader, everything freed is reusable.
+            reusableUpTo = store.environment.oldestReaderTransactionID().map(UInt64.init) ?? .max
+        }
+        var found: FreeSlotKey?
+        try txn.withCursor(store.tables.freeSlots) { c in
+            let positioned: Bool
+            if let lastTakenKey {
+                positioned = try c.seek(atOrAfter: lastTakenKey) && (c.currentKey.elementsEqual(lastTakenKey) ? try c.next() : true)
+            } else {
+                positioned = try c.first()
+            }
+            guard positioned else { return }
+            let key = try FreeSlotKey(c.currentKey)
+            if key.freedIn <= reusableUpTo! { found = key }
+        }
+        guard let found else {
+            freeListExhausted = true
+            return nil
+        }
+        taken.append(found)
+        lastTakenKey = found.bytes
+        return found.slot
+    }
+
+    mutating func finish(txn: Transaction) throws {
+        for key in taken { try txn.delete(store.tables.freeSlots, key.bytes) }
+        // Slots given back and never reused go back to the free list, reusable at once
+        // (no committed record ever pointed to them).
+        for slot in returned {
+            try txn.put(store.tables.freeSlots, FreeSlotKey(freedIn: 0, slot: slot).bytes, [UInt8]())
+        }
+        if next != startNext {
+            try txn.putMeta(store.tables.meta, Schema.MetaKey.slotsNext, next)
+        }
+    }
+}
