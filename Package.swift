@@ -52,6 +52,11 @@ let package = Package(
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore"]),
+        // Runs the built executables as real processes (the inspector, the crash loop).
+        .testTarget(
+            name: "ToolTests",
+            dependencies: ["ShoalStore", "LMDB", "ShoalCore", "lmdb-inspect", "shoal-bench"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -52,7 +52,7 @@ public final class Environment: @unchecked Sendable {
             throw LMDBError(code: errno, operation: "open(\(path))",
                             message: String(cString: strerror(errno)))
         }
-        let canonical = String(cString: resolved)
+        let canonical = String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         self.path = canonical
         let inserted = Environment.openPaths.withLock { $0.insert(canonical).inserted }
         guard inserted else {
@@ -203,7 +203,25 @@ public final class Environment: @unchecked Sendable {
         if create && !options.readOnly {
             return try write { txn in try txn.openDatabase(name, flags: flags) }
         }
-        return try read { txn in try txn.openDatabase(name, flags: flags) }
+        // "If the transaction is aborted the handle will be closed automatically. After a
+        // successful commit the handle will reside in the shared environment" (lmdb.h) — so
+        // even a read-only transaction that opens a handle must commit, not abort.
+        return try resizeLock.withShared {
+            var txn: OpaquePointer?
+            try LMDBError.check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "mdb_txn_begin(read)")
+            let transaction = Transaction(txn!, environment: self, writable: false)
+            let db: Database
+            do {
+                db = try transaction.openDatabase(name, flags: flags)
+            } catch {
+                transaction.end()
+                mdb_txn_abort(txn)
+                throw error
+            }
+            transaction.end()
+            try LMDBError.check(mdb_txn_commit(txn), "mdb_txn_commit(read)")
+            return db
+        }
     }
 
     // MARK: Introspection

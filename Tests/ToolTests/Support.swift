@@ -1,0 +1,86 @@
+import Foundation
+import ShoalCore
+import ShoalStore
+
+/// Helpers for tests that run Shoal's executables as real processes.
+enum Tools {
+    /// The directory holding the built products (beside the test bundle).
+    static var productsDirectory: URL {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        // On Linux the runner is `.build/<config>/<Package>PackageTests.xctest` (a file).
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("lmdb-inspect").path),
+              dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir
+    }
+
+    static func path(_ tool: String) -> String {
+        productsDirectory.appendingPathComponent(tool).path
+    }
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs `tool` with `arguments`, waits at most `timeoutSeconds`, and returns its output.
+    static func run(_ tool: String, _ arguments: [String], timeoutSeconds: Double = 120) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path(tool))
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Drain both pipes while the process runs so a full pipe cannot block it.
+        let group = DispatchGroup()
+        nonisolated(unsafe) var outData = Data(), errData = Data()
+        group.enter()
+        DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        group.enter()
+        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
+        }
+        process.waitUntilExit()
+        group.wait()
+        return Output(status: process.terminationStatus,
+                      stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+}
+
+/// A fresh temporary directory, removed when the value is released.
+final class TemporaryDirectory {
+    let path: String
+
+    init(_ name: String = "shoal-test") {
+        let base = FileManager.default.temporaryDirectory
+            .appendingPathComponent("\(name)-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
+        try! FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        path = base.path
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    func sub(_ name: String) -> String { path + "/" + name }
+}
+
+/// Random chunks for tests (seeded, so failures replay).
+struct ChunkFactory {
+    var generator: SplitMix64
+
+    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
+
+    mutating func chunk(size: Int = 4096) -> Chunk {
+        try! Chunk(payload: generator.bytes(size))
+    }
+
+    mutating func chunks(_ n: Int, size: Int = 4096) -> [Chunk] { (0..<n).map { _ in chunk(size: size) } }
+}
