@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what Shoal needs on a fresh Debian machine with the Swift toolchain, fills a store
+# with random chunks through the release benchmark, and prints the inspector's summary of it.
+# Usage: Tools/demo.sh [CHUNKS] [DIR]     (defaults: 100000 chunks in ./.tmp-demo/store)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CHUNKS=${1:-100000}
+DIR=${2:-$PWD/.tmp-demo/store}
+
+need=()
+pkg-config --exists lmdb 2>/dev/null || need+=(liblmdb-dev)
+command -v mdb_stat >/dev/null 2>&1 || need+=(lmdb-utils)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+swift build -c release --product shoal-bench --product lmdb-inspect 2>&1 | tail -n 1
+BIN=$(swift build -c release --show-bin-path)
+rm -rf "$DIR"
+"$BIN/shoal-bench" store --chunks "$CHUNKS" --dir "$DIR" --keep
+echo
+"$BIN/lmdb-inspect" summary "$DIR"
+"$BIN/lmdb-inspect" verify "$DIR"
+echo
+echo "The store is in $DIR; outside check: mdb_stat -a $DIR"
