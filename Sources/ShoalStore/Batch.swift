@@ -38,9 +38,13 @@ public struct IntervalSeal: Sendable, Equatable {
     public var bin: UInt8
     public var epoch: UInt64
     public var range: ClosedRange<UInt64>
+    /// Chunks of the range that another stream was fetching: the seal applies only if every
+    /// one of them is stored by the time this transaction runs, so a range is never sealed
+    /// over a chunk that is still missing.
+    public var requires: [ChunkAddress]
 
-    public init(peer: OverlayAddress, bin: UInt8, epoch: UInt64, range: ClosedRange<UInt64>) {
-        (self.peer, self.bin, self.epoch, self.range) = (peer, bin, epoch, range)
+    public init(peer: OverlayAddress, bin: UInt8, epoch: UInt64, range: ClosedRange<UInt64>, requires: [ChunkAddress] = []) {
+        (self.peer, self.bin, self.epoch, self.range, self.requires) = (peer, bin, epoch, range, requires)
     }
 }
 
@@ -56,6 +60,8 @@ public struct BatchResult: Sendable, Equatable {
     public var stored: [StoredChunk] = []
     /// Chunks of the batch that were already in the store.
     public var duplicates: Int = 0
+    /// Indexes (into `StoreBatch.seals`) of seals not applied because a required chunk was missing.
+    public var unsealed: [Int] = []
     /// Chunks evicted for capacity by this commit.
     public var evicted: Int = 0
     /// The storage radius after this commit.

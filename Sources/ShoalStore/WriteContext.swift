@@ -35,7 +35,11 @@ struct WriteContext {
         for peer in batch.intervalResets {
             try resetIntervals(of: peer) { _ in true }
         }
-        for seal in batch.seals {
+        for (index, seal) in batch.seals.enumerated() {
+            if try seal.requires.contains(where: { try !txn.contains(tables.chunks, $0) }) {
+                result.unsealed.append(index)
+                continue
+            }
             let key = IntervalKey(peer: seal.peer, bin: seal.bin)
             var set = IntervalSet()
             if let existing = try txn.get(tables.intervals, key), existing.epoch == seal.epoch {

@@ -68,6 +68,19 @@ struct StoreTests {
         #expect(try t.store.read { try $0.intervals(peer: peer, bin: 3) } == IntervalRecord(epoch: 8, set: IntervalSet([5...6])))
     }
 
+    @Test func aSealWaitsForChunksAnotherStreamIsFetching() throws {
+        let t = try TestStore()
+        let peer = Address32(w0: 4, w1: 4, w2: 4, w3: 4)
+        let elsewhere = t.chunks.next()
+        let seal = IntervalSeal(peer: peer, bin: 1, epoch: 1, range: 1...8, requires: [elsewhere.address])
+        let early = try t.store.apply(StoreBatch(chunks: t.chunks.next(2), seals: [seal]))
+        #expect(early.unsealed == [0])
+        #expect(try t.store.read { try $0.intervals(peer: peer, bin: 1) } == nil)
+        let later = try t.store.apply(StoreBatch(chunks: [elsewhere], seals: [seal]))
+        #expect(later.unsealed == [])
+        #expect(try t.store.read { try $0.intervals(peer: peer, bin: 1) }?.ranges == [1...8])
+    }
+
     @Test func resettingOnePeerLeavesTheOthers() throws {
         let t = try TestStore()
         let a = Address32(w0: 1, w1: 0, w2: 0, w3: 0), b = Address32(w0: 2, w1: 0, w2: 0, w3: 0)

@@ -1,0 +1,187 @@
+/// The messages of Shoal's peer protocol (DESIGN.md §2), as values. `ShoalWire` gives them
+/// their byte form (`Docs/Protocol.md`); the state machines here consume and produce them.
+
+/// A request ID, unique per peer connection and direction.
+public typealias RequestID = UInt32
+
+/// The first message each side sends after TLS: who it is, and a fresh nonce.
+public struct Hello: Equatable, Sendable {
+    public var networkID: UInt64
+    /// The sender's Ed25519 public key (32 bytes); its TLS certificate carries the same key.
+    public var publicKey: [UInt8]
+    /// SHA-256(network id ‖ public key); the receiver recomputes and compares.
+    public var overlay: OverlayAddress
+    /// The sender's store epoch.
+    public var epoch: UInt64
+    /// 32 fresh random bytes; the peer's signature must cover them.
+    public var nonce: [UInt8]
+    /// "host:port" addresses the sender accepts connections on (at most 8).
+    public var listenAddresses: [String]
+    /// Free text, e.g. "shoal/0.1" (at most 64 bytes).
+    public var agent: String
+
+    public init(networkID: UInt64, publicKey: [UInt8], overlay: OverlayAddress, epoch: UInt64, nonce: [UInt8],
+                listenAddresses: [String] = [], agent: String = "shoal") {
+        self.networkID = networkID
+        self.publicKey = publicKey
+        self.overlay = overlay
+        self.epoch = epoch
+        self.nonce = nonce
+        self.listenAddresses = listenAddresses
+        self.agent = agent
+    }
+}
+
+/// The second handshake message: an Ed25519 signature by the sender's identity key over
+/// `HelloProof.signedBytes(...)`, binding both hellos' nonces to this connection.
+public struct HelloProof: Equatable, Sendable {
+    public var signature: [UInt8]  // 64 bytes
+    public init(signature: [UInt8]) { self.signature = signature }
+
+    /// What a side signs: a domain tag, its own hello's fields, and the peer's nonce.
+    public static func signedBytes(own: Hello, peerNonce: [UInt8]) -> [UInt8] {
+        var out = Array("shoal-hello-v1".utf8)
+        withUnsafeBytes(of: own.networkID.bigEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: own.publicKey)
+        own.overlay.append(to: &out)
+        withUnsafeBytes(of: own.epoch.bigEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: own.nonce)
+        out.append(contentsOf: peerNonce)
+        return out
+    }
+}
+
+public struct StreamInfoRequest: Equatable, Sendable {
+    public var bins: [UInt8]
+    public init(bins: [UInt8]) { self.bins = bins }
+}
+
+public struct StreamInfoResponse: Equatable, Sendable {
+    public struct BinCursor: Equatable, Sendable {
+        public var bin: UInt8
+        public var cursor: UInt64
+        public init(bin: UInt8, cursor: UInt64) { (self.bin, self.cursor) = (bin, cursor) }
+    }
+
+    public var epoch: UInt64
+    public var cursors: [BinCursor]
+    public init(epoch: UInt64, cursors: [BinCursor]) { (self.epoch, self.cursors) = (epoch, cursors) }
+}
+
+/// Asks for the addresses of `bin` from bin ID `from`: up to `to` (history), or, with no `to`,
+/// whatever arrives (live: the server answers when it has something or after its idle timeout
+/// with an empty offer).
+public struct GetRange: Equatable, Sendable {
+    public var ruid: RequestID
+    public var bin: UInt8
+    public var from: UInt64
+    public var to: UInt64?
+    /// At most this many addresses in the offer.
+    public var limit: UInt16
+    public init(ruid: RequestID, bin: UInt8, from: UInt64, to: UInt64?, limit: UInt16) {
+        (self.ruid, self.bin, self.from, self.to, self.limit) = (ruid, bin, from, to, limit)
+    }
+}
+
+/// The answer to `GetRange`: the addresses with bin IDs in `[from, lastIndex]`, in bin-ID order.
+/// An empty offer still carries `lastIndex`, so the client can seal the range as synced.
+public struct OfferedHashes: Equatable, Sendable {
+    public var ruid: RequestID
+    public var from: UInt64
+    public var lastIndex: UInt64
+    public var addresses: [ChunkAddress]
+    public init(ruid: RequestID, from: UInt64, lastIndex: UInt64, addresses: [ChunkAddress]) {
+        (self.ruid, self.from, self.lastIndex, self.addresses) = (ruid, from, lastIndex, addresses)
+    }
+}
+
+/// Which offered addresses the client wants: bit `i` (LSB-first within each byte) for offer
+/// entry `i`. `ceil(count / 8)` bytes; bits past the offer's count must be zero.
+public struct WantedHashes: Equatable, Sendable {
+    public var ruid: RequestID
+    public var bitvector: [UInt8]
+    public init(ruid: RequestID, bitvector: [UInt8]) { (self.ruid, self.bitvector) = (ruid, bitvector) }
+
+    public init(ruid: RequestID, wanted: [Bool]) {
+        var bits = [UInt8](repeating: 0, count: (wanted.count + 7) / 8)
+        for (i, w) in wanted.enumerated() where w { bits[i / 8] |= 1 << UInt8(i % 8) }
+        self.init(ruid: ruid, bitvector: bits)
+    }
+
+    public func isWanted(_ index: Int) -> Bool {
+        index / 8 < bitvector.count && bitvector[index / 8] & (1 << UInt8(index % 8)) != 0
+    }
+}
+
+/// A chunk as it travels: span and payload. The receiver computes the address (it never
+/// trusts one it is told).
+public struct DeliveredChunk: Equatable, Sendable {
+    public var span: UInt64
+    public var payload: [UInt8]
+    public init(span: UInt64, payload: [UInt8]) { (self.span, self.payload) = (span, payload) }
+    public init(_ chunk: Chunk) { (span, payload) = (chunk.span, chunk.payload) }
+}
+
+public struct ChunkDelivery: Equatable, Sendable {
+    public var ruid: RequestID
+    public var chunks: [DeliveredChunk]
+    public init(ruid: RequestID, chunks: [DeliveredChunk]) { (self.ruid, self.chunks) = (ruid, chunks) }
+}
+
+public struct StreamError: Equatable, Sendable {
+    public enum Code: UInt16, Sendable {
+        case binNotServed = 1
+        case rangeEvicted = 2
+        case overloaded = 3
+        case badRequest = 4
+        case shuttingDown = 5
+    }
+
+    public var ruid: RequestID
+    public var code: Code
+    public var message: String
+    public init(ruid: RequestID, code: Code, message: String) { (self.ruid, self.code, self.message) = (ruid, code, message) }
+}
+
+public struct Goodbye: Equatable, Sendable {
+    public enum Reason: UInt16, Sendable {
+        case shutdown = 0
+        case protocolViolation = 1
+        case banned = 2
+        case tooManyPeers = 3
+        case idle = 4
+    }
+
+    public var reason: Reason
+    public var message: String
+    public init(reason: Reason, message: String) { (self.reason, self.message) = (reason, message) }
+}
+
+/// Every message of the protocol.
+public enum Message: Equatable, Sendable {
+    case hello(Hello)
+    case helloProof(HelloProof)
+    case streamInfoRequest(StreamInfoRequest)
+    case streamInfoResponse(StreamInfoResponse)
+    case getRange(GetRange)
+    case offeredHashes(OfferedHashes)
+    case wantedHashes(WantedHashes)
+    case chunkDelivery(ChunkDelivery)
+    case streamError(StreamError)
+    case ping(nonce: UInt64)
+    case pong(nonce: UInt64)
+    case goodbye(Goodbye)
+}
+
+/// Protocol limits shared by the codec and the machines.
+public enum ProtocolLimits {
+    /// Hard limit on one frame, header included.
+    public static let frameBytesMax = 1 << 20
+    /// Addresses in one offer.
+    public static let offerBatchMax = 128
+    /// Chunks in one delivery frame.
+    public static let deliveryChunksMax = 16
+    public static let listenAddressesMax = 8
+    public static let agentBytesMax = 64
+    public static let messageTextBytesMax = 256
+}
