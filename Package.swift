@@ -8,12 +8,18 @@ let package = Package(
         .library(name: "LMDB", targets: ["LMDB"]),
         .library(name: "ShoalCore", targets: ["ShoalCore"]),
         .library(name: "ShoalStore", targets: ["ShoalStore"]),
+        .library(name: "ShoalNode", targets: ["ShoalNode"]),
         .executable(name: "lmdb-inspect", targets: ["lmdb-inspect"]),
         .executable(name: "shoal-bench", targets: ["shoal-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // Debian's liblmdb-dev, found through its lmdb.pc.
@@ -29,8 +35,29 @@ let package = Package(
             name: "ShoalCore",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Frames and messages: byte-exact encode/decode (NIOCore only).
+        .target(
+            name: "ShoalWire",
+            dependencies: ["ShoalCore", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // Schema, chunk store with slot files, sync state, store writer, verify and repair.
         .target(name: "ShoalStore", dependencies: ["LMDB", "ShoalCore"]),
+
+        // The running node: identity, TLS transport, peer actors, supervisor, the `Node` facade.
+        .target(
+            name: "ShoalNode",
+            dependencies: [
+                "ShoalCore", "ShoalWire", "ShoalStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+
 
         .executableTarget(
             name: "lmdb-inspect",
@@ -49,9 +76,36 @@ let package = Package(
             path: "Tools/shoal-bench"
         ),
 
+        // The wire decoder's fuzz target: built with `--sanitize fuzzer` it is a libFuzzer
+        // binary; built normally it replays a corpus directory through the decoder.
+        .executableTarget(
+            name: "shoal-wire-fuzz",
+            dependencies: ["ShoalWire", "ShoalCore", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tools/shoal-wire-fuzz"
+        ),
+
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
+        .testTarget(
+            name: "ShoalWireTests",
+            dependencies: [
+                "ShoalWire", "ShoalCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            exclude: ["Corpus"]
+        ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore"]),
+        .testTarget(
+            name: "ShoalNodeTests",
+            dependencies: [
+                "ShoalNode", "ShoalCore", "ShoalWire", "ShoalStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Runs the built executables as real processes (the inspector, the crash loop).
         .testTarget(
             name: "ToolTests",

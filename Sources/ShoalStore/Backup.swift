@@ -71,8 +71,12 @@ extension Store {
                     }
                     pending.removeAll(keepingCapacity: true)
                 }
+                let slotsNext = try src.metaUInt64(tables.meta, Schema.MetaKey.slotsNext) ?? 0
                 try src.scan(tables.chunks.database) { key, value in
                     var record = try ChunkRecord(decodingLMDB: value)
+                    guard record.slot < slotsNext else {
+                        throw StoreError(.corrupt, "chunk \(Repairer.hex(Array(key))) points to slot \(record.slot), beyond slots_next \(slotsNext); verify and repair the store before backing it up")
+                    }
                     try buffer.withUnsafeMutableBytes { raw in
                         try slotFile.read(slot: record.slot, length: Int(record.length), into: raw)
                         record.slot = UInt64(report.chunks)

@@ -31,6 +31,7 @@ final class SlotFile: @unchecked Sendable {
     /// Writes `payload` at the start of `slot`. Not durable until `sync()`.
     func write(slot: UInt64, payload: UnsafeRawBufferPointer) throws(StoreError) {
         precondition(payload.count <= slotSize, "payload larger than a slot")
+        precondition(slot < slotsMax, "slot \(slot) beyond any file")
         let offset = off_t(slot) * off_t(slotSize)
         var done = 0
         while done < payload.count {
@@ -46,6 +47,8 @@ final class SlotFile: @unchecked Sendable {
     /// Reads `length` bytes of `slot` into `buffer`; fails if the file ends first.
     func read(slot: UInt64, length: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StoreError) {
         precondition(length <= buffer.count && length <= slotSize)
+        // A slot number comes from disk and may be damaged: it must not overflow the offset.
+        guard slot < slotsMax else { throw StoreError.slotMissing(slot: slot, fileBytes: fileSize()) }
         let offset = off_t(slot) * off_t(slotSize)
         var done = 0
         while done < length {
@@ -78,6 +81,9 @@ final class SlotFile: @unchecked Sendable {
     func sync() throws(StoreError) {
         guard fdatasync(fd) == 0 else { throw StoreError.system("fdatasync(\(path))", errno: errno) }
     }
+
+    /// Slot numbers whose byte offset fits in `off_t`.
+    var slotsMax: UInt64 { UInt64(off_t.max) / UInt64(slotSize) }
 
     func fileSize() -> UInt64 {
         var st = stat()

@@ -79,7 +79,8 @@ public final class Store: @unchecked Sendable {
         self.directory = dir
         self.options = options
         var envOptions = Environment.Options()
-        envOptions.mapSize = options.mapSize
+        // A read-only open takes the map size the file records (0: "use the size in the file").
+        envOptions.mapSize = options.readOnly ? 0 : options.mapSize
         envOptions.mapSizeMax = options.mapSizeMax
         envOptions.maxReaders = options.maxReaders
         envOptions.readOnly = options.readOnly
@@ -120,10 +121,9 @@ public final class Store: @unchecked Sendable {
             }
             overlay = storedOverlay
             epoch = storedEpoch
-            if !options.readOnly {
-                try environment.write { txn in
-                    try txn.putMeta(tables.meta, Schema.MetaKey.capacity, options.capacityChunks ?? 0)
-                }
+            let capacity = options.capacityChunks ?? 0
+            if !options.readOnly, try environment.read({ try $0.metaUInt64(tables.meta, Schema.MetaKey.capacity) }) != capacity {
+                try environment.write { txn in try txn.putMeta(tables.meta, Schema.MetaKey.capacity, capacity) }
             }
             slotFile = try SlotFile(path: dir + "/" + Schema.slotFileName, slotSize: Schema.slotSize,
                                     readOnly: options.readOnly)

@@ -104,6 +104,15 @@ struct Verifier {
             problem("meta-missing", "meta", Schema.MetaKey.epoch, "no epoch")
         }
         report.slotsNext = try txn.metaUInt64(tables.meta, Schema.MetaKey.slotsNext) ?? 0
+        // Every slot below slots_next was written before its transaction committed, so the file
+        // reaches at least that far. A larger value is damage; checking against it would also
+        // mean a slot table the size of the damage.
+        let fileSlots = (store.slotFile.fileSize() + UInt64(Schema.slotSize) - 1) / UInt64(Schema.slotSize)
+        if report.slotsNext > fileSlots {
+            problem("meta-slots-next", "meta", Schema.MetaKey.slotsNext,
+                    "slots_next \(report.slotsNext) is beyond the \(fileSlots) slots in the slot file")
+            report.slotsNext = fileSlots
+        }
     }
 
     private mutating func checkCursors() throws {

@@ -93,9 +93,11 @@ struct VerifyRepairTests {
     @Test func orphanAndDoubleFreeSlotsAreFound() throws {
         let (t, _) = try Self.populated()
         try t.whileClosed { dir in
+            // Two more slots in the file (as a crash after writing payloads leaves them)…
+            try overwrite(file: t.slotFilePath, at: 41 * 4096, with: [0])
             try withRawEnvironment(dir) { env in
                 let meta = try env.openDatabase(Schema.Name.meta)
-                // Claim two more slots than were handed out: both orphans.
+                // …and claimed by slots_next without a chunk or a free entry: both orphans.
                 try env.write { try $0.put(meta, Array(Schema.MetaKey.slotsNext.utf8), LEUInt64(42).lmdbBytes) }
                 let slots = try env.openDatabase(Schema.Name.slots)
                 try env.write { txn in
@@ -149,5 +151,38 @@ struct VerifyRepairTests {
             #expect(try copy.get(chunk.address, verify: true) == chunk)
         }
         #expect(throws: StoreError.self) { try t.store.backup(to: dest) }
+    }
+}
+
+struct DamagedNumbersTests {
+    @Test func aHugeSlotNumberIsAnErrorNotACrash() throws {
+        let t = try TestStore()
+        let chunk = t.chunks.next()
+        try t.store.apply(StoreBatch(chunks: [chunk]))
+        try t.whileClosed { dir in
+            try withRawEnvironment(dir) { env in
+                let chunks = try env.openDatabase(Schema.Name.chunks)
+                let record = ChunkRecord(span: chunk.span, slot: .max, binID: 1, length: 4096,
+                                         bin: UInt8(Proximity.bin(of: chunk.address, relativeTo: t.overlay)))
+                try env.write { try $0.put(chunks, chunk.address.bytes, record.lmdbBytes) }
+            }
+        }
+        let error = #expect(throws: StoreError.self) { try t.store.get(chunk.address) }
+        #expect(error?.code == .slotMissing)
+        #expect(try t.store.verify().problems.map(\.kind).contains("slot-out-of-range"))
+        #expect(throws: StoreError.self) { try t.store.backup(to: t.directory + "-bk") }
+        try? FileManager.default.removeItem(atPath: t.directory + "-bk")
+    }
+
+    @Test func aHugeSlotsNextIsReportedNotAllocated() throws {
+        let t = try TestStore()
+        try t.store.apply(StoreBatch(chunks: t.chunks.next(3)))
+        try t.whileClosed { dir in
+            try withRawEnvironment(dir) { env in
+                let meta = try env.openDatabase(Schema.Name.meta)
+                try env.write { try $0.put(meta, Array(Schema.MetaKey.slotsNext.utf8), LEUInt64(1 << 56).lmdbBytes) }
+            }
+        }
+        #expect(try t.store.verify().problems.map(\.kind) == ["meta-slots-next"])
     }
 }

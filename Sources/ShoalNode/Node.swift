@@ -1,0 +1,233 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import ShoalCore
+import ShoalStore
+import ShoalWire
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A Shoal node: its store, its identity, a listener for peers, dialling of configured peers,
+/// and one session per connected peer that pull-syncs their bins.
+///
+/// Embeddable: create it, run `run()` (directly or in a host's `ServiceGroup`), and end it
+/// with graceful shutdown or task cancellation; `run()` returns after peers got `Goodbye`,
+/// queued writes committed and the store closed.
+public final class Node: Service, Sendable {
+    public let configuration: NodeConfiguration
+    public let identity: NodeIdentity
+    public let store: Store
+    private let writer: StoreWriter
+    private let context: NodeContext
+    private let logger: Logger
+    private let state = Mutex(RunState())
+
+    private struct RunState {
+        var listeningPort: Int?
+        var shuttingDown = false
+        var stopped = false
+    }
+
+    /// Opens the data directory: loads or creates the identity, opens or creates the store.
+    public init(configuration: NodeConfiguration, logger: Logger = Logger(label: "shoal")) throws {
+        self.configuration = configuration
+        if mkdir(configuration.dataDirectory, 0o700) != 0 && errno != EEXIST {
+            throw StoreError(.system, "cannot create data directory \(configuration.dataDirectory): errno \(errno)")
+        }
+        identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, networkID: configuration.networkID)
+        store = try Store(directory: configuration.storeDirectory,
+                          options: Store.Options(overlay: identity.overlay, capacityChunks: configuration.capacityChunks))
+        writer = StoreWriter(store: store)
+        var logger = logger
+        logger[metadataKey: "node.overlay"] = "\(identity.overlay.hex.prefix(16))"
+        self.logger = logger
+        context = NodeContext(store: store, writer: writer, inFlight: InFlightChunks(), logger: logger,
+                              limits: configuration.session)
+    }
+
+    public var overlay: OverlayAddress { identity.overlay }
+
+    /// The port peers connect to, once `run()` is listening.
+    public var listeningPort: Int? { state.withLock { $0.listeningPort } }
+
+    // MARK: Running
+
+    public func run() async throws {
+        var transportConfiguration = TransportConfiguration(identity: identity, epoch: store.epoch,
+                                                            advertisedAddresses: ["\(configuration.listenHost):\(configuration.listenPort)"])
+        transportConfiguration.handshakeTimeout = configuration.handshakeTimeout
+        let transport = Transport(configuration: transportConfiguration, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+        let listener = try await transport.listen(host: configuration.listenHost, port: configuration.listenPort) { connection in
+            await self.serve(connection)
+        }
+        state.withLock { $0.listeningPort = listener.localPort }
+        logger.info("listening", metadata: ["listen.address": "\(configuration.listenHost):\(listener.localPort)"])
+
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for peer in configuration.peers {
+                    group.addTask { await self.keepDialling(peer, transport: transport) }
+                }
+                group.addTask { await self.waitForShutdown() }
+                await group.next()
+                self.beginShutdown()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.beginShutdown()
+        }
+
+        // Drain: no new connections, goodbye to every peer, commit what is queued, close.
+        await listener.close()
+        let sessions = context.sessions.withLock { Array($0.values) }
+        for session in sessions { await session.goodbye(.shutdown, "node shutting down") }
+        let deadline = ContinuousClock.now + configuration.drainTimeout
+        while !context.sessions.withLock({ $0.isEmpty }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        await listener.shutdown()
+        writer.stop()
+        state.withLock { $0.stopped = true }
+        logger.info("stopped")
+    }
+
+    /// Closes the store; call after `run()` returned (or if it never ran).
+    public func close() {
+        writer.stop()
+        store.close()
+    }
+
+    private func beginShutdown() {
+        state.withLock { $0.shuttingDown = true }
+    }
+
+    private var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+
+    private func waitForShutdown() async {
+        while !isShuttingDown && !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    private func keepDialling(_ address: String, transport: Transport) async {
+        guard let (host, port) = Node.split(address) else {
+            logger.error("bad peer address \(address): want host:port")
+            return
+        }
+        var delay = configuration.redialDelayMin
+        while !isShuttingDown && !Task.isCancelled {
+            let started = ContinuousClock.now
+            do {
+                let connection = try await transport.dial(host: host, port: port)
+                await serve(connection)
+            } catch {
+                logger.info("dial failed", metadata: ["peer.address": "\(address)", "error": "\(error)"])
+            }
+            if ContinuousClock.now - started > .seconds(10) { delay = configuration.redialDelayMin }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, configuration.redialDelayMax)
+        }
+    }
+
+    static func split(_ address: String) -> (String, Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+              (0...65535).contains(port) else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    /// Runs one session over an established connection until it ends.
+    private func serve(_ connection: EstablishedConnection) async {
+        let peer = connection.peer
+        if isShuttingDown {
+            try? await connection.channel.executeThenClose { _, outbound in
+                try await outbound.write(.goodbye(Goodbye(reason: .shutdown, message: "node shutting down")))
+            }
+            return
+        }
+        let channel = connection.channel.channel
+        do {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                let session = PeerSession(peer: peer, context: context, outbound: outbound,
+                                          close: { channel.close(promise: nil) })
+                // One session per peer: of two connections between the same nodes, the one the
+                // node with the smaller overlay dialled survives.
+                let (admitted, displaced) = context.sessions.withLock { sessions -> (Bool, PeerSession?) in
+                    guard let existing = sessions[peer.overlay] else {
+                        sessions[peer.overlay] = session
+                        return (true, nil)
+                    }
+                    let keepNew = peer.outbound == (identity.overlay < peer.overlay)
+                    if keepNew && existing.peer.outbound != peer.outbound {
+                        sessions[peer.overlay] = session
+                        return (true, existing)
+                    }
+                    return (false, nil)
+                }
+                guard admitted else {
+                    try? await outbound.write(.goodbye(Goodbye(reason: .tooManyPeers, message: "already connected")))
+                    return
+                }
+                if let displaced { await displaced.goodbye(.tooManyPeers, "replaced by another connection") }
+                logger.info("peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
+                                                         "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
+                await session.run(inbound: inbound)
+                context.sessions.withLock { sessions in
+                    if sessions[peer.overlay] === session { sessions[peer.overlay] = nil }
+                }
+                logger.info("peer disconnected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))"])
+            }
+        } catch {
+            logger.debug("connection closed with error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Using the node
+
+    /// Stores a chunk durably; returns after the commit. Peers syncing its bin are told.
+    @discardableResult
+    public func upload(_ chunk: Chunk) async throws -> BatchResult {
+        let result = try await writer.apply(StoreBatch(chunks: [chunk]))
+        await context.committed(result)
+        return result
+    }
+
+    /// A chunk from the local store, re-hashed against its address.
+    public func chunk(_ address: ChunkAddress) throws -> Chunk? {
+        try store.get(address, verify: true)
+    }
+
+    public func status() throws -> NodeStatus {
+        let (count, bins, cursors, radius) = try store.read { r in
+            (try r.chunkCount(), try r.binCounts(), try r.cursors(), try r.radius())
+        }
+        return NodeStatus(overlay: identity.overlay.hex, networkID: identity.networkID, epoch: store.epoch, chunks: count,
+                          storageRadius: Int(radius),
+                          bins: (0..<Proximity.binCount).map { NodeStatus.Bin(bin: $0, chunks: bins[$0], cursor: cursors[$0]) },
+                          peers: context.sessions.withLock { $0.count },
+                          listenAddress: listeningPort.map { "\(configuration.listenHost):\($0)" },
+                          chunksServed: context.chunksServed.load(ordering: .relaxed),
+                          chunksReceived: context.chunksReceived.load(ordering: .relaxed),
+                          chunksDuplicate: context.chunksDuplicate.load(ordering: .relaxed))
+    }
+
+    public func peers() async -> [PeerStatus] {
+        let sessions = context.sessions.withLock { Array($0.values) }
+        var out: [PeerStatus] = []
+        for session in sessions { out.append(await session.snapshot()) }
+        return out.sorted { $0.overlay < $1.overlay }
+    }
+
+    /// True when every connected peer's history streams have finished.
+    public func historySynced() async -> Bool {
+        let sessions = context.sessions.withLock { Array($0.values) }
+        guard !sessions.isEmpty else { return false }
+        for session in sessions where await !session.historySynced() { return false }
+        return true
+    }
+}

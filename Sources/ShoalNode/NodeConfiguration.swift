@@ -1,0 +1,53 @@
+import ShoalCore
+
+/// How a node runs. Every field has a default a local node can run on.
+public struct NodeConfiguration: Sendable {
+    /// Holds `identity.key` and the store (`store/`).
+    public var dataDirectory: String
+    /// Nodes with another network id are refused in the handshake.
+    public var networkID: UInt64 = 1
+    /// Where peers connect; port 0 picks a free one (see `Node.listeningPort`).
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 1634
+    /// "host:port" of peers to dial and keep dialling.
+    public var peers: [String] = []
+    /// Keep at most this many chunks (farthest bins evicted first); nil for unbounded.
+    public var capacityChunks: UInt64?
+    public var handshakeTimeout: Duration = .seconds(5)
+    /// Back-off between dial attempts to one peer: from `redialDelayMin`, doubling, up to `redialDelayMax`.
+    public var redialDelayMin: Duration = .milliseconds(500)
+    public var redialDelayMax: Duration = .seconds(30)
+    /// How long a graceful shutdown waits for peers to close.
+    public var drainTimeout: Duration = .seconds(5)
+    public var session = SessionLimits()
+
+    public init(dataDirectory: String) {
+        self.dataDirectory = dataDirectory
+    }
+
+    /// The store directory inside the data directory.
+    public var storeDirectory: String { dataDirectory + "/store" }
+}
+
+/// The node as the API shows it.
+public struct NodeStatus: Sendable, Equatable, Codable {
+    public struct Bin: Sendable, Equatable, Codable {
+        public var bin: Int
+        public var chunks: Int
+        public var cursor: UInt64
+    }
+
+    public var overlay: String
+    public var networkID: UInt64
+    public var epoch: UInt64
+    public var chunks: Int
+    public var storageRadius: Int
+    public var bins: [Bin]
+    public var peers: Int
+    public var listenAddress: String?
+    /// Since this process started: chunks delivered to peers, received from peers, and received
+    /// although already stored.
+    public var chunksServed: Int
+    public var chunksReceived: Int
+    public var chunksDuplicate: Int
+}

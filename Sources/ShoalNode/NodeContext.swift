@@ -1,0 +1,48 @@
+import Logging
+import ShoalCore
+import ShoalStore
+import Synchronization
+
+/// What every peer session of a node shares.
+final class NodeContext: Sendable {
+    let store: Store
+    let writer: StoreWriter
+    let inFlight: InFlightChunks
+    let logger: Logger
+    let limits: SessionLimits
+    let sessions = Mutex<[OverlayAddress: PeerSession]>([:])
+    /// Since the node started: chunks we delivered to peers, chunks peers delivered to us, and
+    /// of those the ones the store already held when they were committed.
+    let chunksServed = Atomic<Int>(0)
+    let chunksReceived = Atomic<Int>(0)
+    let chunksDuplicate = Atomic<Int>(0)
+
+    init(store: Store, writer: StoreWriter, inFlight: InFlightChunks, logger: Logger, limits: SessionLimits) {
+        self.store = store
+        self.writer = writer
+        self.inFlight = inFlight
+        self.logger = logger
+        self.limits = limits
+    }
+
+    /// Our epoch and the cursors of `bins`, for a peer's StreamInfoRequest.
+    func streamInfo(bins: [UInt8]) -> StreamInfoResponse {
+        let wanted = bins.filter { Int($0) < Proximity.binCount }
+        let cursors = (try? store.read { r in try wanted.map { try r.cursor(bin: Int($0)) } }) ?? wanted.map { _ in 0 }
+        return StreamInfoResponse(epoch: store.epoch, cursors: zip(wanted, cursors).map { .init(bin: $0, cursor: $1) })
+    }
+
+    /// A batch committed: every session learns which of our bins grew, so waiting live
+    /// requests are answered.
+    func committed(_ result: BatchResult) async {
+        var cursors: [UInt8: UInt64] = [:]
+        for chunk in result.stored { cursors[chunk.bin] = max(cursors[chunk.bin] ?? 0, chunk.binID) }
+        guard !cursors.isEmpty else { return }
+        let all = sessions.withLock { Array($0.values) }
+        for session in all {
+            for (bin, cursor) in cursors.sorted(by: { $0.key < $1.key }) {
+                await session.binAdvanced(bin: bin, cursor: cursor)
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+import Logging
+import NIOCore
+import ShoalCore
+import ShoalStore
+import ShoalWire
+
+/// Limits of one peer session.
+public struct SessionLimits: Sendable {
+    /// History streams of one peer that run at once; the others wait their turn.
+    public var historyStreamsMax = 4
+    /// How often timers (offer and batch timeouts, back-offs, live idle) are checked.
+    public var tickIntervalMs: UInt64 = 100
+    /// A ping goes out after this long without hearing from the peer…
+    public var pingIntervalMs: UInt64 = 5_000
+    /// …and the connection is closed after this long without hearing anything.
+    public var idleTimeoutMs: UInt64 = 30_000
+    /// Requests the server side accepts from one peer at once: a live and a history request
+    /// per bin, plus slack.
+    public var serverRequestsMax = 2 * Proximity.binCount + 8
+    public var client = SyncStreamClient.Limits()
+
+    public init() {}
+}
+
+/// One connected peer: owns the server side of its requests to us (offers and their pins),
+/// the client streams we run against it (wants, claims), and the request-ID table that routes
+/// responses to streams. Protocol decisions are made by `SyncServer` and `SyncStreamClient`;
+/// this actor feeds them events and carries out their actions.
+actor PeerSession {
+    nonisolated let peer: PeerInfo
+    private let context: NodeContext
+    private let outbound: NIOAsyncChannelOutboundWriter<Message>
+    private let closeChannel: @Sendable () -> Void
+    private var logger: Logger
+    private var server: SyncServer
+    private var streams: [UInt32: SyncStreamClient] = [:]
+    private var status: [Int: BinSyncStatus] = [:]
+    private var peerEpoch: UInt64
+    private var historyWaiting: [UInt32] = []
+    private var historyActive = Set<UInt32>()
+    private var faults = 0
+    private var score = 0
+    private var closing = false
+    private var lastHeardMs: UInt64 = 0
+    private var lastPingMs: UInt64 = 0
+    private let clock = ContinuousClock()
+    private let startedAt: ContinuousClock.Instant
+
+    init(peer: PeerInfo, context: NodeContext, outbound: NIOAsyncChannelOutboundWriter<Message>,
+         close: @escaping @Sendable () -> Void) {
+        self.peer = peer
+        self.context = context
+        self.outbound = outbound
+        self.closeChannel = close
+        self.peerEpoch = peer.epoch
+        var limits = SyncServer.Limits()
+        limits.requestsInFlightMax = context.limits.serverRequestsMax
+        self.server = SyncServer(limits: limits)
+        var logger = context.logger
+        logger[metadataKey: "peer.overlay"] = "\(peer.overlay.hex.prefix(16))"
+        logger[metadataKey: "peer.address"] = "\(peer.remoteAddress)"
+        self.logger = logger
+        self.startedAt = clock.now
+    }
+
+    private var now: UInt64 {
+        let elapsed = clock.now - startedAt
+        return UInt64(elapsed.components.seconds) * 1000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000_000)
+    }
+
+    // MARK: Running
+
+    /// Runs the session until the connection ends: reads messages, drives timers.
+    func run(inbound: NIOAsyncChannelInboundStream<Message>) async {
+        lastHeardMs = now
+        await send([.streamInfoRequest(StreamInfoRequest(bins: (0..<UInt8(Proximity.binCount)).map { $0 }))])
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await message in inbound {
+                        await self.receive(message)
+                        if await self.closing { break }
+                    }
+                } catch {
+                    await self.log(.debug, "connection ended: \(error)")
+                }
+            }
+            group.addTask {
+                while await !self.closing {
+                    try? await Task.sleep(for: .milliseconds(Int64(self.context.limits.tickIntervalMs)))
+                    await self.tick()
+                }
+            }
+            await group.next()
+            closing = true
+            group.cancelAll()
+        }
+        end()
+    }
+
+    private func log(_ level: Logger.Level, _ message: String) {
+        logger.log(level: level, "\(message)")
+    }
+
+    /// Everything this session claimed is given up; the node forgets it.
+    private func end() {
+        for slot in streams.keys.sorted() {
+            guard var stream = streams[slot] else { continue }
+            let actions = stream.cancel()
+            streams[slot] = stream
+            for case .release(let addresses) in actions { context.inFlight.release(addresses) }
+        }
+        closeChannel()
+    }
+
+    /// Sends Goodbye and closes (graceful shutdown of the node).
+    func goodbye(_ reason: Goodbye.Reason, _ message: String) async {
+        guard !closing else { return }
+        await send([.goodbye(Goodbye(reason: reason, message: message))])
+        closing = true
+        outbound.finish()
+        closeChannel()
+    }
+
+    private func send(_ messages: [Message]) async {
+        guard !messages.isEmpty, !closing else { return }
+        do {
+            try await outbound.write(contentsOf: messages)
+        } catch {
+            log(.debug, "write failed: \(error)")
+            closing = true
+            closeChannel()
+        }
+    }
+
+    // MARK: Events
+
+    func receive(_ message: Message) async {
+        lastHeardMs = now
+        switch message {
+        case .streamInfoRequest(let request):
+            await send([.streamInfoResponse(context.streamInfo(bins: request.bins))])
+        case .streamInfoResponse(let response):
+            await subscribe(response)
+        case .getRange(let request):
+            await performServer(server.getRangeReceived(request, now: now))
+        case .wantedHashes(let want):
+            await performServer(server.wantedReceived(want, now: now))
+        case .offeredHashes(let offer):
+            await offerReceived(offer)
+        case .chunkDelivery(let delivery):
+            await onStream(delivery.ruid) { s, now in s.chunksDelivered(delivery, now: now) }
+        case .streamError(let error):
+            await onStream(error.ruid) { s, now in s.streamErrorReceived(error, now: now) }
+        case .ping(let nonce):
+            await send([.pong(nonce: nonce)])
+        case .pong:
+            break
+        case .goodbye(let goodbye):
+            log(.info, "peer said goodbye: \(goodbye.reason) \(goodbye.message)")
+            closing = true
+            closeChannel()
+        case .hello, .helloProof:
+            await fault(.malformedRequest("handshake message after the handshake"))
+        }
+    }
+
+    private func tick() async {
+        let now = self.now
+        if now - lastHeardMs >= context.limits.idleTimeoutMs {
+            log(.info, "no word from the peer for \(now - lastHeardMs) ms; closing")
+            await goodbye(.idle, "idle")
+            return
+        }
+        var messages: [Message] = []
+        if now - lastHeardMs >= context.limits.pingIntervalMs && now - lastPingMs >= context.limits.pingIntervalMs {
+            lastPingMs = now
+            messages.append(.ping(nonce: now))
+        }
+        await send(messages)
+        await performServer(server.tick(now: now))
+        for slot in streams.keys.sorted() where streams[slot]?.nextDeadline.map({ $0 <= now }) == true {
+            await onSlot(slot) { s, now in s.tick(now: now) }
+        }
+    }
+
+    /// Our store grew: live requests waiting on this bin can be answered.
+    func binAdvanced(bin: UInt8, cursor: UInt64) async {
+        await performServer(server.binAdvanced(bin: bin, cursor: cursor, now: now))
+    }
+
+    // MARK: Client streams
+
+    private func subscribe(_ response: StreamInfoResponse) async {
+        guard streams.isEmpty else { return }  // one subscription per connection
+        peerEpoch = response.epoch
+        do {
+            let records = try context.store.read { try $0.allIntervals(peer: peer.overlay) }
+            if records.contains(where: { $0.record.epoch != response.epoch }) {
+                // The peer lost its store since we synced: what we knew of its bins means nothing now.
+                var reset = StoreBatch()
+                reset.intervalResets = [peer.overlay]
+                _ = try await context.writer.apply(reset)
+                log(.info, "peer epoch changed to \(response.epoch); its intervals were reset")
+            }
+            var known: [UInt8: IntervalSet] = [:]
+            for (key, record) in records where record.epoch == response.epoch { known[key.bin] = record.set }
+            for entry in response.cursors where Int(entry.bin) < Proximity.binCount {
+                let bin = entry.bin
+                let historySlot = UInt32(bin) * 2, liveSlot = historySlot + 1
+                streams[historySlot] = SyncStreamClient(bin: bin, mode: .history(end: entry.cursor), intervals: known[bin] ?? IntervalSet(),
+                                                        slot: historySlot, limits: context.limits.client)
+                streams[liveSlot] = SyncStreamClient(bin: bin, mode: .live(from: entry.cursor + 1), intervals: IntervalSet(),
+                                                     slot: liveSlot, limits: context.limits.client)
+                status[Int(bin)] = BinSyncStatus(bin: Int(bin), historyEnd: entry.cursor, historyDone: false, liveFrom: entry.cursor + 1)
+                historyWaiting.append(historySlot)
+            }
+        } catch {
+            log(.error, "cannot subscribe: \(error)")
+            await goodbye(.shutdown, "store error")
+            return
+        }
+        for slot in streams.keys.sorted() where slot % 2 == 1 {
+            await onSlot(slot) { s, now in s.start(now: now) }
+        }
+        await startWaitingHistory()
+    }
+
+    private func startWaitingHistory() async {
+        while historyActive.count < context.limits.historyStreamsMax, !historyWaiting.isEmpty {
+            let slot = historyWaiting.removeFirst()
+            historyActive.insert(slot)
+            await onSlot(slot) { s, now in s.start(now: now) }
+        }
+    }
+
+    private func offerReceived(_ offer: OfferedHashes) async {
+        let slot = SyncStreamClient.slot(of: offer.ruid)
+        guard streams[slot] != nil else { return await fault(.unknownRequest(offer.ruid)) }
+        let stored: [Bool]
+        do {
+            stored = try context.store.has(offer.addresses)
+        } catch {
+            log(.error, "store read failed: \(error)")
+            return
+        }
+        let storedSet = Set(zip(offer.addresses, stored).filter(\.1).map(\.0))
+        let inFlight = context.inFlight
+        status[Int(streams[slot]!.bin)]?.offered += offer.addresses.count
+        await onSlot(slot) { s, now in
+            s.offerReceived(offer, now: now) { address in
+                if storedSet.contains(address) { return .stored }
+                return inFlight.claim(address) ? .claimed : .inFlightElsewhere
+            }
+        }
+    }
+
+    private func onStream(_ ruid: RequestID, _ event: (inout SyncStreamClient, UInt64) -> [SyncStreamClient.Action]) async {
+        let slot = SyncStreamClient.slot(of: ruid)
+        guard streams[slot] != nil else { return await fault(.unknownRequest(ruid)) }
+        await onSlot(slot, event)
+    }
+
+    private func onSlot(_ slot: UInt32, _ event: (inout SyncStreamClient, UInt64) -> [SyncStreamClient.Action]) async {
+        guard var stream = streams[slot] else { return }
+        let actions = event(&stream, now)
+        stream.checkInvariants()
+        streams[slot] = stream
+        await performClient(slot: slot, actions)
+    }
+
+    private func performClient(slot: UInt32, _ actions: [SyncStreamClient.Action]) async {
+        var messages: [Message] = []
+        guard let stream = streams[slot] else { return }
+        let bin = Int(stream.bin)
+        for action in actions {
+            switch action {
+            case .send(let message):
+                messages.append(message)
+                if case .wantedHashes(let w) = message {
+                    status[bin]?.wanted += (0..<(w.bitvector.count * 8)).filter { w.isWanted($0) }.count
+                }
+            case .persist(let persist):
+                status[bin]?.delivered += persist.chunks.count
+                submit(persist, slot: slot, bin: UInt8(bin))
+            case .release(let addresses):
+                context.inFlight.release(addresses)
+            case .fault(let fault):
+                switch fault {
+                case .invalidChunk, .unsolicitedChunk, .malformedOffer: status[bin]?.invalid += 1
+                default: break
+                }
+                await send(messages)
+                messages = []
+                await self.fault(fault)
+            case .completed:
+                status[bin]?.historyDone = true
+                historyActive.remove(slot)
+                await startWaitingHistory()
+            }
+        }
+        if let s = streams[slot], case .live = s.mode { status[bin]?.liveFrom = s.liveFrom }
+        await send(messages)
+    }
+
+    private func submit(_ persist: SyncStreamClient.Persist, slot: UInt32, bin: UInt8) {
+        var batch = StoreBatch(chunks: persist.chunks)
+        if let range = persist.seal {
+            batch.seals = [IntervalSeal(peer: peer.overlay, bin: bin, epoch: peerEpoch, range: range, requires: persist.requires)]
+        }
+        let id = persist.id
+        context.writer.submit(batch) { result in
+            Task { await self.persistDone(slot: slot, id: id, sealRange: persist.seal, result: result) }
+        }
+    }
+
+    private func persistDone(slot: UInt32, id: UInt64, sealRange: ClosedRange<UInt64>?, result: Result<BatchResult, StoreError>) async {
+        guard let bin = streams[slot].map({ Int($0.bin) }) else { return }
+        switch result {
+        case .success(let committed):
+            status[bin]?.duplicates += committed.duplicates
+            context.chunksReceived.add(committed.stored.count + committed.duplicates, ordering: .relaxed)
+            context.chunksDuplicate.add(committed.duplicates, ordering: .relaxed)
+            let sealed = committed.unsealed.isEmpty
+            if sealed, let sealRange { status[bin]?.sealed += sealRange.upperBound - sealRange.lowerBound + 1 }
+            await context.committed(committed)
+            await onSlot(slot) { s, now in s.batchCommitted(id: id, sealed: sealed, now: now) }
+        case .failure(let error):
+            log(.error, "store write failed: \(error)")
+            await onSlot(slot) { s, now in s.batchFailed(id: id, now: now) }
+        }
+    }
+
+    // MARK: Server side
+
+    private func performServer(_ actions: [SyncServer.Action]) async {
+        var messages: [Message] = []
+        var pending = actions
+        while !pending.isEmpty {
+            let action = pending.removeFirst()
+            switch action {
+            case .send(let message):
+                messages.append(message)
+            case .queryRange(let ruid, let bin, let from, let to, let limit):
+                do {
+                    let (entries, cursor) = try context.store.read { r in
+                        (try r.range(bin: Int(bin), from: from, limit: limit).filter { $0.binID <= to }, try r.cursor(bin: Int(bin)))
+                    }
+                    pending += server.rangeRead(ruid: ruid, entries: entries, cursor: cursor, now: now)
+                } catch {
+                    log(.error, "store read failed: \(error)")
+                    messages.append(.streamError(StreamError(ruid: ruid, code: .overloaded, message: "store read failed")))
+                }
+            case .deliver(let ruid, let addresses):
+                messages += deliver(ruid: ruid, addresses: addresses)
+            case .fault(let fault):
+                await send(messages)
+                messages = []
+                await self.fault(fault)
+            }
+        }
+        server.checkInvariants()
+        await send(messages)
+    }
+
+    private func deliver(ruid: RequestID, addresses: [ChunkAddress]) -> [Message] {
+        let chunks: [Chunk?]
+        do {
+            chunks = try context.store.read { r in try addresses.map { try r.chunk($0) } }
+        } catch {
+            log(.error, "store read failed: \(error)")
+            return [.streamError(StreamError(ruid: ruid, code: .overloaded, message: "store read failed"))]
+        }
+        let present = chunks.compactMap { $0 }.map(DeliveredChunk.init)
+        context.chunksServed.add(present.count, ordering: .relaxed)
+        var messages: [Message] = []
+        let frame = ProtocolLimits.deliveryChunksMax
+        for start in stride(from: 0, to: present.count, by: frame) {
+            messages.append(.chunkDelivery(ChunkDelivery(ruid: ruid, chunks: Array(present[start..<min(start + frame, present.count)]))))
+        }
+        if present.count < addresses.count {
+            messages.append(.streamError(StreamError(ruid: ruid, code: .rangeEvicted,
+                                                     message: "\(addresses.count - present.count) offered chunks are no longer stored")))
+        }
+        return messages
+    }
+
+    // MARK: Faults
+
+    private func fault(_ fault: PeerFault) async {
+        faults += 1
+        score -= fault.dropsPeer ? 10 : 1
+        if fault.dropsPeer {
+            log(.warning, "dropping peer: \(fault)")
+            await goodbye(.protocolViolation, "\(fault)")
+        } else {
+            log(.info, "peer penalised: \(fault)")
+        }
+    }
+
+    // MARK: Status
+
+    func snapshot() -> PeerStatus {
+        PeerStatus(overlay: peer.overlay.hex, address: peer.remoteAddress, outbound: peer.outbound, epoch: peerEpoch,
+                   bins: status.keys.sorted().compactMap { status[$0] }, faults: faults, score: score)
+    }
+
+    /// True when every history stream has finished (the peer's bins up to its cursors are ours).
+    func historySynced() -> Bool {
+        !status.isEmpty && status.values.allSatisfy(\.historyDone)
+    }
+}

@@ -1,0 +1,143 @@
+import ShoalCore
+
+/// The constants of the frame format (Docs/Protocol.md §1).
+public enum WireFormat {
+    /// The protocol version every frame carries. A frame with any other version is rejected.
+    public static let version: UInt8 = 1
+    /// The length prefix: a UInt32, big-endian, counting the bytes after it.
+    public static let lengthFieldBytes = 4
+    /// Length field, version byte and type byte.
+    public static let headerBytes = 6
+    /// The largest value the length field may hold: the whole frame stays within
+    /// `ProtocolLimits.frameBytesMax`.
+    public static let lengthMax = ProtocolLimits.frameBytesMax - lengthFieldBytes
+
+    /// A "host:port" listen address: a 253-byte DNS name, ":" and a 5-digit port fit.
+    public static let listenAddressBytesMax = 300
+    /// Bins 0…31, so a stream-info request or response lists at most 32.
+    public static let binsMax = Proximity.binCount
+    /// One bit per offered address.
+    public static let wantedBitvectorBytesMax = (ProtocolLimits.offerBatchMax + 7) / 8
+    /// `GetRange.limit` is 1…`offerBatchMax`: an offer never holds more.
+    public static let rangeLimitMax = ProtocolLimits.offerBatchMax
+    /// A chunk on the wire is `Chunk.serialized`: span (8 bytes) ‖ payload (1…4096 bytes).
+    public static let chunkBytesMin = 8 + 1
+    public static let chunkBytesMax = Chunk.serializedMax
+
+    public static let publicKeyBytes = 32
+    public static let nonceBytes = 32
+    public static let signatureBytes = 64
+}
+
+/// The type byte of each message (Docs/Protocol.md §2).
+public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    // Connection: handshake, liveness, farewell.
+    case hello = 0x01
+    case helloProof = 0x02
+    case ping = 0x03
+    case pong = 0x04
+    case goodbye = 0x05
+    // Pull sync (`stream!`).
+    case streamInfoRequest = 0x10
+    case streamInfoResponse = 0x11
+    case getRange = 0x12
+    case offeredHashes = 0x13
+    case wantedHashes = 0x14
+    case chunkDelivery = 0x15
+    case streamError = 0x16
+
+    public var description: String {
+        switch self {
+        case .hello: "hello"
+        case .helloProof: "helloProof"
+        case .ping: "ping"
+        case .pong: "pong"
+        case .goodbye: "goodbye"
+        case .streamInfoRequest: "streamInfoRequest"
+        case .streamInfoResponse: "streamInfoResponse"
+        case .getRange: "getRange"
+        case .offeredHashes: "offeredHashes"
+        case .wantedHashes: "wantedHashes"
+        case .chunkDelivery: "chunkDelivery"
+        case .streamError: "streamError"
+        }
+    }
+
+    /// The largest payload a valid message of this type has, from `ProtocolLimits`. A length
+    /// field announcing more is rejected as soon as the type byte is seen, so a peer cannot make
+    /// us buffer a megabyte for a ping.
+    public var payloadBytesMax: Int {
+        let text = 2  // UInt16 length prefix of a string or list
+        switch self {
+        case .hello:
+            return 8 + WireFormat.publicKeyBytes + 32 + 8 + WireFormat.nonceBytes
+                + text + ProtocolLimits.listenAddressesMax * (text + WireFormat.listenAddressBytesMax)
+                + text + ProtocolLimits.agentBytesMax
+        case .helloProof:
+            return WireFormat.signatureBytes
+        case .ping, .pong:
+            return 8
+        case .goodbye:
+            return 2 + text + ProtocolLimits.messageTextBytesMax
+        case .streamInfoRequest:
+            return text + WireFormat.binsMax
+        case .streamInfoResponse:
+            return 8 + text + WireFormat.binsMax * (1 + 8)
+        case .getRange:
+            return 4 + 1 + 1 + 8 + 8 + 2
+        case .offeredHashes:
+            return 4 + 8 + 8 + text + ProtocolLimits.offerBatchMax * 32
+        case .wantedHashes:
+            return 4 + text + WireFormat.wantedBitvectorBytesMax
+        case .chunkDelivery:
+            return 4 + text + ProtocolLimits.deliveryChunksMax * (text + WireFormat.chunkBytesMax)
+        case .streamError:
+            return 4 + 2 + text + ProtocolLimits.messageTextBytesMax
+        }
+    }
+}
+
+/// Type bytes held for messages a later protocol revision adds (DESIGN.md §2: retrieval,
+/// presence queries, hive gossip). This build rejects them with `WireError.Code.reservedType`.
+public enum ReservedMessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// Retrieval: ask for one chunk by address (forwarding Kademlia).
+    case retrieveRequest = 0x20
+    /// Retrieval: the chunk, or a refusal.
+    case retrieveDelivery = 0x21
+    /// Presence: `WantHave{addresses}`.
+    case wantHave = 0x22
+    /// Presence: `Presence{bitvector}`, the answer to `WantHave`.
+    case presence = 0x23
+    /// Hive: peer gossip (overlay and listen addresses of known peers).
+    case hivePeers = 0x30
+
+    public var description: String {
+        switch self {
+        case .retrieveRequest: "retrieveRequest"
+        case .retrieveDelivery: "retrieveDelivery"
+        case .wantHave: "wantHave"
+        case .presence: "presence"
+        case .hivePeers: "hivePeers"
+        }
+    }
+}
+
+extension Message {
+    /// The type byte this message is framed with.
+    public var type: MessageType {
+        switch self {
+        case .hello: .hello
+        case .helloProof: .helloProof
+        case .ping: .ping
+        case .pong: .pong
+        case .goodbye: .goodbye
+        case .streamInfoRequest: .streamInfoRequest
+        case .streamInfoResponse: .streamInfoResponse
+        case .getRange: .getRange
+        case .offeredHashes: .offeredHashes
+        case .wantedHashes: .wantedHashes
+        case .chunkDelivery: .chunkDelivery
+        case .streamError: .streamError
+        }
+    }
+}

@@ -1,0 +1,225 @@
+import NIOCore
+import ShoalCore
+import Testing
+
+@testable import ShoalWire
+
+/// One malformed input and the error it must be rejected with.
+struct MalformedCase: Sendable, CustomStringConvertible {
+    let name: String
+    let bytes: [UInt8]
+    let expected: WireError.Code
+
+    init(_ name: String, _ bytes: [UInt8], _ expected: WireError.Code) {
+        (self.name, self.bytes, self.expected) = (name, bytes, expected)
+    }
+
+    var description: String { name }
+}
+
+enum Malformed {
+    static let t = (hello: UInt8(0x01), proof: UInt8(0x02), ping: UInt8(0x03), goodbye: UInt8(0x05),
+                    infoReq: UInt8(0x10), infoRes: UInt8(0x11), range: UInt8(0x12), offer: UInt8(0x13),
+                    wanted: UInt8(0x14), delivery: UInt8(0x15), streamError: UInt8(0x16))
+
+    /// A hello's fields up to the listen-address count.
+    static let helloFixed = be64(1) + Golden.publicKey + Golden.overlay.bytes + be64(0) + Golden.nonce
+    static func text(_ raw: [UInt8]) -> [UInt8] { be16(UInt16(raw.count)) + raw }
+    static func chunk(_ payloadBytes: Int, span: UInt64 = 1) -> [UInt8] {
+        be16(UInt16(8 + payloadBytes)) + le64(span) + [UInt8](repeating: 0x61, count: payloadBytes)
+    }
+    static let oneChunk = chunk(3)
+    static func getRange(bin: UInt8 = 3, flags: UInt8 = 1, from: UInt64 = 1, to: UInt64 = 9, limit: UInt16 = 128) -> [UInt8] {
+        be32(7) + [bin, flags] + be64(from) + (flags == 1 ? be64(to) : []) + be16(limit)
+    }
+
+    static let cases: [MalformedCase] = frameCases + truncatedCases + trailingCases + countCases + chunkCases
+        + textCases + enumCases + binCases + valueCases
+
+    static let frameCases: [MalformedCase] = [
+        .init("length field of 1 MiB, only the 4 length bytes seen", bytes(hex: "00100000"), .frameTooLarge),
+        .init("length field 0xffffffff", bytes(hex: "ffffffff"), .frameTooLarge),
+        .init("length field one above 1 MiB - 4", be32(UInt32(WireFormat.lengthMax + 1)) + [1, t.ping], .frameTooLarge),
+        .init("ping announcing a 9-byte payload", frame(type: t.ping, payload: be64(1) + [0]), .frameTooLarge),
+        .init("delivery announcing one byte more than 16 full chunks",
+              be32(UInt32(MessageType.chunkDelivery.payloadBytesMax + 3)) + [1, t.delivery], .frameTooLarge),
+        .init("length field 0", bytes(hex: "00000000"), .frameTooShort),
+        .init("length field 1", bytes(hex: "00000001 01"), .frameTooShort),
+        .init("version 0", frame(type: t.ping, payload: be64(1), version: 0), .unsupportedVersion),
+        .init("version 2", frame(type: t.ping, payload: be64(1), version: 2), .unsupportedVersion),
+        .init("version 0xff", frame(type: t.ping, payload: be64(1), version: 0xff), .unsupportedVersion),
+        .init("type 0x00", frame(type: 0x00, payload: []), .unknownType),
+        .init("type 0x06", frame(type: 0x06, payload: be64(1)), .unknownType),
+        .init("type 0x17", frame(type: 0x17, payload: []), .unknownType),
+        .init("type 0x7f", frame(type: 0x7f, payload: [1, 2, 3]), .unknownType),
+        .init("type 0xff", frame(type: 0xff, payload: []), .unknownType),
+        .init("reserved type 0x20 retrieveRequest", frame(type: 0x20, payload: Golden.addressA.bytes), .reservedType),
+        .init("reserved type 0x21 retrieveDelivery", frame(type: 0x21, payload: []), .reservedType),
+        .init("reserved type 0x22 wantHave", frame(type: 0x22, payload: be16(0)), .reservedType),
+        .init("reserved type 0x23 presence", frame(type: 0x23, payload: be16(0)), .reservedType),
+        .init("reserved type 0x30 hivePeers", frame(type: 0x30, payload: be16(0)), .reservedType),
+    ]
+
+    static let truncatedCases: [MalformedCase] = [
+        .init("ping with a 7-byte nonce", frame(type: t.ping, payload: [1, 2, 3, 4, 5, 6, 7]), .truncated),
+        .init("ping with no payload", frame(type: t.ping, payload: []), .truncated),
+        .init("hello proof with a 63-byte signature", frame(type: t.proof, payload: .init(repeating: 1, count: 63)), .truncated),
+        .init("hello cut inside the public key", frame(type: t.hello, payload: be64(1) + [1, 2, 3]), .truncated),
+        .init("hello without the agent", frame(type: t.hello, payload: helloFixed + be16(0)), .truncated),
+        .init("getRange flagged with `to` but without it",
+              frame(type: t.range, payload: be32(7) + [3, 1] + be64(1) + be16(128)), .truncated),
+        .init("offer with an empty payload", frame(type: t.offer, payload: []), .truncated),
+        .init("stream error without its message length", frame(type: t.streamError, payload: be32(7) + be16(1)), .truncated),
+    ]
+
+    static let trailingCases: [MalformedCase] = [
+        .init("goodbye with a byte after its message", frame(type: t.goodbye, payload: be16(0) + text([0x62]) + [0]), .trailingBytes),
+        .init("live getRange followed by a `to` its flag does not announce",
+              frame(type: t.range, payload: getRange(flags: 0) + be64(9)), .trailingBytes),
+        .init("empty offer followed by an address", frame(type: t.offer, payload: be32(7) + be64(1) + be64(1) + be16(0) + Golden.addressA.bytes), .trailingBytes),
+        .init("stream-info request with a byte beyond its count", frame(type: t.infoReq, payload: be16(1) + [3, 4]), .trailingBytes),
+        .init("hello with a byte after the agent", frame(type: t.hello, payload: helloFixed + be16(0) + be16(0) + [0]), .trailingBytes),
+        .init("wanted hashes with a byte beyond its count", frame(type: t.wanted, payload: be32(7) + be16(1) + [1, 1]), .trailingBytes),
+    ]
+
+    static let countCases: [MalformedCase] = [
+        .init("offer of 2 addresses carrying 1", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(2) + Golden.addressA.bytes), .countExceedsPayload),
+        .init("offer of 128 addresses carrying none", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(128)), .countExceedsPayload),
+        .init("delivery of 3 chunks carrying 1", frame(type: t.delivery, payload: be32(7) + be16(3) + oneChunk), .countExceedsPayload),
+        .init("goodbye text of 5 bytes carrying 3", frame(type: t.goodbye, payload: be16(0) + be16(5) + [0x61, 0x62, 0x63]), .countExceedsPayload),
+        .init("hello announcing 8 listen addresses, carrying none", frame(type: t.hello, payload: helloFixed + be16(8)), .countExceedsPayload),
+        .init("hello listen address of 20 bytes carrying 4", frame(type: t.hello, payload: helloFixed + be16(1) + be16(20) + [0x61, 0x62, 0x63, 0x64]), .countExceedsPayload),
+        .init("stream-info response of 2 cursors carrying 1", frame(type: t.infoRes, payload: be64(1) + be16(2) + [3] + be64(5)), .countExceedsPayload),
+        .init("stream-info request of 3 bins carrying 2", frame(type: t.infoReq, payload: be16(3) + [1, 2]), .countExceedsPayload),
+        .init("chunk of 11 bytes carrying 5", frame(type: t.delivery, payload: be32(7) + be16(1) + be16(11) + [1, 2, 3, 4, 5]), .countExceedsPayload),
+        .init("bitvector of 4 bytes carrying 2", frame(type: t.wanted, payload: be32(7) + be16(4) + [1, 2]), .countExceedsPayload),
+        .init("offer of 129 addresses", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(129)), .countOutOfRange),
+        .init("offer of 65535 addresses", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(0xffff)), .countOutOfRange),
+        .init("delivery of 17 chunks", frame(type: t.delivery, payload: be32(7) + be16(17) + oneChunk), .countOutOfRange),
+        .init("delivery of no chunks", frame(type: t.delivery, payload: be32(7) + be16(0)), .countOutOfRange),
+        .init("stream-info request announcing 33 bins", frame(type: t.infoReq, payload: be16(33) + [1, 2, 3]), .countOutOfRange),
+        .init("stream-info request carrying 33 bins (more than the type's largest payload)",
+              frame(type: t.infoReq, payload: be16(33) + .init(repeating: 1, count: 33)), .frameTooLarge),
+        .init("stream-info response of 33 cursors", frame(type: t.infoRes, payload: be64(1) + be16(33)), .countOutOfRange),
+        .init("hello with 9 listen addresses", frame(type: t.hello, payload: helloFixed + be16(9)), .countOutOfRange),
+        .init("bitvector of 17 bytes", frame(type: t.wanted, payload: be32(7) + be16(17) + .init(repeating: 0xff, count: 16)), .countOutOfRange),
+    ]
+
+    static let chunkCases: [MalformedCase] = [
+        .init("chunk with an empty payload (span only)", frame(type: t.delivery, payload: be32(7) + be16(2) + chunk(0) + oneChunk), .invalidChunkSize),
+        .init("chunk of 0 bytes", frame(type: t.delivery, payload: be32(7) + be16(1) + be16(0) + .init(repeating: 0, count: 9)), .invalidChunkSize),
+        .init("chunk of 4 bytes (half a span)", frame(type: t.delivery, payload: be32(7) + be16(1) + be16(4) + .init(repeating: 0, count: 9)), .invalidChunkSize),
+        .init("a lone chunk too short to hold a span and a byte", frame(type: t.delivery, payload: be32(7) + be16(1) + chunk(0)), .countExceedsPayload),
+        .init("chunk with a 4097-byte payload", frame(type: t.delivery, payload: be32(7) + be16(1) + chunk(4097)), .invalidChunkSize),
+        .init("second chunk with a 4097-byte payload", frame(type: t.delivery, payload: be32(7) + be16(2) + oneChunk + chunk(4097)), .invalidChunkSize),
+        .init("chunk announcing 65535 bytes", frame(type: t.delivery, payload: be32(7) + be16(1) + be16(0xffff) + oneChunk), .invalidChunkSize),
+    ]
+
+    static let textCases: [MalformedCase] = [
+        .init("goodbye message of byte 0xff", frame(type: t.goodbye, payload: be16(0) + text([0xff])), .invalidUTF8),
+        .init("goodbye message with an overlong '/' (c0 af)", frame(type: t.goodbye, payload: be16(0) + text([0xc0, 0xaf])), .invalidUTF8),
+        .init("goodbye message with a surrogate (ed a0 80)", frame(type: t.goodbye, payload: be16(0) + text([0xed, 0xa0, 0x80])), .invalidUTF8),
+        .init("goodbye message ending inside a scalar (e2 82)", frame(type: t.goodbye, payload: be16(0) + text([0x61, 0xe2, 0x82])), .invalidUTF8),
+        .init("goodbye message above U+10FFFF (f4 90 80 80)", frame(type: t.goodbye, payload: be16(0) + text([0xf4, 0x90, 0x80, 0x80])), .invalidUTF8),
+        .init("stream error message of a lone continuation byte", frame(type: t.streamError, payload: be32(7) + be16(1) + text([0x80])), .invalidUTF8),
+        .init("hello agent not UTF-8", frame(type: t.hello, payload: helloFixed + be16(0) + text([0x73, 0xfe])), .invalidUTF8),
+        .init("hello listen address not UTF-8", frame(type: t.hello, payload: helloFixed + be16(1) + text([0x31, 0xc3]) + be16(0)), .invalidUTF8),
+        .init("hello agent of 65 bytes", frame(type: t.hello, payload: helloFixed + be16(0) + text(.init(repeating: 0x61, count: 65))), .textLengthOutOfRange),
+        .init("hello listen address empty", frame(type: t.hello, payload: helloFixed + be16(1) + be16(0) + be16(0)), .textLengthOutOfRange),
+        .init("hello listen address of 301 bytes", frame(type: t.hello, payload: helloFixed + be16(1) + text(.init(repeating: 0x61, count: 301)) + be16(0)), .textLengthOutOfRange),
+        .init("goodbye message of 257 bytes", frame(type: t.goodbye, payload: be16(0) + be16(257)), .textLengthOutOfRange),
+        .init("stream error message of 65535 bytes", frame(type: t.streamError, payload: be32(7) + be16(1) + be16(0xffff)), .textLengthOutOfRange),
+    ]
+
+    static let enumCases: [MalformedCase] = [
+        .init("goodbye reason 5", frame(type: t.goodbye, payload: be16(5) + be16(0)), .unknownEnumValue),
+        .init("goodbye reason 0xffff", frame(type: t.goodbye, payload: be16(0xffff) + be16(0)), .unknownEnumValue),
+        .init("stream error code 0", frame(type: t.streamError, payload: be32(7) + be16(0) + be16(0)), .unknownEnumValue),
+        .init("stream error code 6", frame(type: t.streamError, payload: be32(7) + be16(6) + be16(0)), .unknownEnumValue),
+    ]
+
+    static let binCases: [MalformedCase] = [
+        .init("getRange of bin 32", frame(type: t.range, payload: getRange(bin: 32)), .invalidBin),
+        .init("getRange of bin 255", frame(type: t.range, payload: getRange(bin: 0xff)), .invalidBin),
+        .init("stream-info request for bin 32", frame(type: t.infoReq, payload: be16(2) + [0, 32]), .invalidBin),
+        .init("stream-info response cursor of bin 32", frame(type: t.infoRes, payload: be64(1) + be16(1) + [32] + be64(1)), .invalidBin),
+    ]
+
+    static let valueCases: [MalformedCase] = [
+        .init("getRange flags 0x02", frame(type: t.range, payload: getRange(flags: 2) + be64(9)), .invalidValue),
+        .init("getRange flags 0x81", frame(type: t.range, payload: getRange(flags: 0x81) + be64(9)), .invalidValue),
+        .init("getRange from above to", frame(type: t.range, payload: getRange(from: 10, to: 9)), .invalidValue),
+        .init("getRange limit 0", frame(type: t.range, payload: getRange(limit: 0)), .invalidValue),
+        .init("getRange limit 129", frame(type: t.range, payload: getRange(limit: 129)), .invalidValue),
+        .init("live getRange limit 0xffff", frame(type: t.range, payload: getRange(flags: 0, limit: 0xffff)), .invalidValue),
+    ]
+}
+
+@Suite("Malformed input is rejected with the right WireError, never a crash")
+struct MalformedInputTests {
+    @Test("WireCodec.decode rejects it, leaving the buffer untouched", arguments: Malformed.cases)
+    func codecRejects(_ row: MalformedCase) {
+        var buffer = ByteBuffer(bytes: row.bytes)
+        let before = buffer
+        let error = wireError { _ = try WireCodec.decode(frame: &buffer) }
+        #expect(error?.code == row.expected, "\(error?.description ?? "no error")")
+        #expect(buffer == before && buffer.readerIndex == before.readerIndex)
+    }
+
+    @Test("MessageDecoder rejects it the same way, whether it arrives whole or byte by byte", arguments: Malformed.cases)
+    func messageDecoderRejects(_ row: MalformedCase) {
+        for pieces in [[row.bytes.count], [Int](repeating: 1, count: row.bytes.count)] {
+            let error = #expect(throws: WireError.self) {
+                _ = try decodeThroughProcessor(row.bytes, pieces: pieces)
+            }
+            #expect(error?.code == row.expected, "\(pieces.count) pieces: \(error?.description ?? "no error")")
+        }
+    }
+
+    @Test("after a good frame, the bad one is still rejected", arguments: Malformed.cases)
+    func rejectedAfterAGoodFrame(_ row: MalformedCase) throws {
+        var buffer = ByteBuffer(bytes: try WireCodec.encodedBytes(.ping(nonce: 3)) + row.bytes)
+        #expect(try WireCodec.decode(frame: &buffer) == .ping(nonce: 3))
+        #expect(wireError { _ = try WireCodec.decode(frame: &buffer) }?.code == row.expected)
+    }
+
+    @Test("a bad header is rejected as soon as its bytes arrive, before the payload is buffered")
+    func headerJudgedEarly() {
+        let early: [(bytes: [UInt8], code: WireError.Code)] = [
+            (bytes(hex: "00100000"), .frameTooLarge),
+            (bytes(hex: "0000ffff 01 03"), .frameTooLarge),
+            (bytes(hex: "0000000a 02"), .unsupportedVersion),
+            (bytes(hex: "0000000a 01 20"), .reservedType),
+            (bytes(hex: "0000000a 01 99"), .unknownType),
+        ]
+        for (header, code) in early {
+            var buffer = ByteBuffer(bytes: header)
+            #expect(wireError { _ = try WireCodec.decode(frame: &buffer) }?.code == code, "\(hexString(header))")
+        }
+        // The largest frame the limit allows is merely incomplete until it has all arrived.
+        var buffer = ByteBuffer(bytes: be32(UInt32(MessageType.chunkDelivery.payloadBytesMax + 2)) + [1, 0x15])
+        #expect(wireError { _ = try WireCodec.decode(frame: &buffer) } == nil)
+    }
+
+    @Test("a payload cut short anywhere is rejected, never decoded as something else", arguments: Golden.vectors)
+    func everyShorterPayload(_ vector: GoldenVector) {
+        let whole = bytes(hex: vector.hex)
+        let payload = Array(whole[WireFormat.headerBytes...])
+        for length in 0..<payload.count {
+            let short = frame(type: whole[5], payload: Array(payload[..<length]))
+            let error = wireError { _ = try WireCodec.decode(exactFrame: short) }
+            #expect(error.map { WireError.Code.shortPayload.contains($0.code) } == true,
+                    "\(vector.name) cut to \(length) payload bytes: \(error?.description ?? "decoded")")
+        }
+    }
+
+    @Test("every error says what it is about")
+    func errorsAreDescribed() {
+        for row in Malformed.cases {
+            var buffer = ByteBuffer(bytes: row.bytes)
+            let error = wireError { _ = try WireCodec.decode(frame: &buffer) }
+            #expect(error?.description.hasPrefix(row.expected.rawValue + ": ") == true)
+            #expect((error?.message.count ?? 0) > 10)
+        }
+    }
+}
