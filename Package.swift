@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "ShoalCore", targets: ["ShoalCore"]),
         .library(name: "ShoalStore", targets: ["ShoalStore"]),
         .library(name: "ShoalNode", targets: ["ShoalNode"]),
+        .executable(name: "shoal", targets: ["shoal"]),
         .executable(name: "lmdb-inspect", targets: ["lmdb-inspect"]),
         .executable(name: "shoal-bench", targets: ["shoal-bench"]),
     ],
@@ -20,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
     ],
     targets: [
         // Debian's liblmdb-dev, found through its lmdb.pc.
@@ -58,6 +60,26 @@ let package = Package(
             ]
         ),
 
+        // The HTTP API (Hummingbird) over a running node.
+        .target(
+            name: "ShoalAPI",
+            dependencies: [
+                "ShoalNode", "ShoalCore", "ShoalStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // `shoal start`: the daemon.
+        .executableTarget(
+            name: "shoal",
+            dependencies: [
+                "ShoalNode", "ShoalAPI", "ShoalCore", "ShoalStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
 
         .executableTarget(
             name: "lmdb-inspect",
@@ -70,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "shoal-bench",
             dependencies: [
-                "ShoalStore", "LMDB", "ShoalCore",
+                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tools/shoal-bench"
@@ -96,6 +118,14 @@ let package = Package(
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore"]),
+        .testTarget(
+            name: "ShoalAPITests",
+            dependencies: [
+                "ShoalAPI", "ShoalNode", "ShoalCore", "shoal",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
         .testTarget(
             name: "ShoalNodeTests",
             dependencies: [

@@ -36,7 +36,7 @@ public final class Node: Service, Sendable {
     public init(configuration: NodeConfiguration, logger: Logger = Logger(label: "shoal")) throws {
         self.configuration = configuration
         if mkdir(configuration.dataDirectory, 0o700) != 0 && errno != EEXIST {
-            throw StoreError(.system, "cannot create data directory \(configuration.dataDirectory): errno \(errno)")
+            throw StoreError(.system, "cannot create data directory \(configuration.dataDirectory): \(String(cString: strerror(errno)))")
         }
         identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, networkID: configuration.networkID)
         store = try Store(directory: configuration.storeDirectory,

@@ -1,4 +1,5 @@
 import LMDB
+import ShoalCore
 
 #if canImport(Glibc)
 import Glibc
@@ -60,6 +61,7 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case let e as StoreError: return e
         case let e as LMDBError: return StoreError(.lmdb, context, underlying: e)
         case let e as LMDBDecodingError: return StoreError(.corrupt, context, underlying: e)
+        case let e as ChunkError: return StoreError(.corrupt, context, underlying: e)
         default: return StoreError(.system, "\(context): \(error)")
         }
     }

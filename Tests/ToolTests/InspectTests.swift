@@ -9,15 +9,15 @@ import Testing
 struct InspectTests {
     // MARK: Reading a store
 
-    @Test func summaryReportsWhatTheStoreHolds() throws {
+    @Test func summaryReportsWhatTheStoreHolds() async throws {
         let f = try Fixture()
-        let text = try f.inspect(["summary", f.path])
+        let text = try await f.inspect(["summary", f.path])
         #expect(text.status == 0, "\(text.stderr)")
         #expect(text.stdout.contains(f.overlay.hex))
         #expect(text.stdout.contains("epoch         \(f.epoch)"))
         #expect(text.stdout.contains("chunks        \(f.chunks.count) "))
 
-        let s = try f.summary()
+        let s = try await f.summary()
         #expect(s.schemaVersion == Schema.version)
         #expect(s.epoch == f.epoch)
         #expect(s.overlay == f.overlay.hex)
@@ -44,16 +44,16 @@ struct InspectTests {
         #expect(s.openByPID == nil, "nothing else has the store open")
     }
 
-    @Test func aNodeDataDirectoryIsFoundThroughItsStoreSubdirectory() throws {
+    @Test func aNodeDataDirectoryIsFoundThroughItsStoreSubdirectory() async throws {
         let f = try Fixture(layout: .nodeDataDirectory)
-        let s = try f.summary(directory: f.dir.path)
+        let s = try await f.summary(directory: f.dir.path)
         #expect(s.directory.hasSuffix("/store"))
         #expect(s.chunks == f.chunks.count)
     }
 
-    @Test func chunksAreListedPerBinInBinIDOrder() throws {
+    @Test func chunksAreListedPerBinInBinIDOrder() async throws {
         let f = try Fixture()
-        let all: ChunkListing = try f.inspectJSON(["chunks", f.path, "--limit", "0"])
+        let all: ChunkListing = try await f.inspectJSON(["chunks", f.path, "--limit", "0"])
         #expect(all.chunks.count == f.chunks.count)
         #expect(all.truncated == false)
         #expect(Set(all.chunks.map(\.address)) == Set(f.chunks.map(\.address.hex)))
@@ -61,27 +61,27 @@ struct InspectTests {
         #expect(all.chunks.allSatisfy { $0.problem == nil && $0.length == 512 && $0.span == 512 })
 
         let bin = try #require(f.binsUsed.first)
-        let one: ChunkListing = try f.inspectJSON(["chunks", f.path, "--bin", "\(bin)"])
+        let one: ChunkListing = try await f.inspectJSON(["chunks", f.path, "--bin", "\(bin)"])
         #expect(one.chunks.count == f.chunksPerBin[bin])
         #expect(one.chunks.allSatisfy { $0.bin == bin })
         #expect(one.chunks.map(\.binID) == Array(1...UInt64(one.chunks.count)))
 
-        let five: ChunkListing = try f.inspectJSON(["chunks", f.path, "--limit", "5"])
+        let five: ChunkListing = try await f.inspectJSON(["chunks", f.path, "--limit", "5"])
         #expect(five.chunks.count == 5)
         #expect(five.truncated)
         #expect(five.chunks.map(\.address) == Array(all.chunks.prefix(5).map(\.address)))
 
-        let text = try f.inspect(["chunks", f.path, "--limit", "3"])
+        let text = try await f.inspect(["chunks", f.path, "--limit", "3"])
         #expect(text.status == 0)
         #expect(text.stdout.split(separator: "\n").count == 1 + 3 + 1, "header, three rows, footer")
         #expect(text.stdout.contains("more follow"))
     }
 
-    @Test func aStoredChunkIsShownAndReHashed() throws {
+    @Test func aStoredChunkIsShownAndReHashed() async throws {
         let f = try Fixture()
         let chunk = f.chunks[5]
         let stored = try #require(f.stored[chunk.address])
-        let r: ChunkJSON = try f.inspectJSON(["chunk", f.path, chunk.address.hex, "--payload"])
+        let r: ChunkJSON = try await f.inspectJSON(["chunk", f.path, chunk.address.hex, "--payload"])
         #expect(r.present)
         #expect(r.intact == true)
         #expect(r.indexed == true)
@@ -91,67 +91,67 @@ struct InspectTests {
         #expect(r.payloadHex == hex(chunk.payload))
         #expect(r.problems.isEmpty)
 
-        let text = try f.inspect(["chunk", f.path, chunk.address.hex.uppercased()])
+        let text = try await f.inspect(["chunk", f.path, chunk.address.hex.uppercased()])
         #expect(text.status == 0)
         #expect(text.stdout.contains("intact"))
     }
 
-    @Test func anAbsentChunkExitsOneAndShowsItsFetchEntry() throws {
+    @Test func anAbsentChunkExitsOneAndShowsItsFetchEntry() async throws {
         let f = try Fixture()
         let wanted = f.fetchAddresses[0]
-        let out = try f.inspect(["chunk", f.path, wanted.hex, "--json"])
+        let out = try await f.inspect(["chunk", f.path, wanted.hex, "--json"])
         #expect(out.status == 1)
         let r = try JSONDecoder().decode(ChunkJSON.self, from: Data(out.stdout.utf8))
         #expect(r.present == false)
         #expect(r.fetch?.attempts == 3)
 
-        let text = try f.inspect(["chunk", f.path, String(repeating: "0", count: 64)])
+        let text = try await f.inspect(["chunk", f.path, String(repeating: "0", count: 64)])
         #expect(text.status == 1)
         #expect(text.stdout.contains("is not in the store"))
     }
 
     @Test(arguments: ["abc", String(repeating: "a", count: 63), String(repeating: "a", count: 65),
                       String(repeating: "g", count: 64), ""])
-    func aMalformedAddressIsAUsageError(_ address: String) throws {
+    func aMalformedAddressIsAUsageError(_ address: String) async throws {
         let f = try Fixture()
-        let out = try f.inspect(["chunk", f.path, address])
+        let out = try await f.inspect(["chunk", f.path, address])
         #expect(out.status == 64)
         #expect(out.stderr.contains("64 hex digits"))
         #expect(out.stdout.isEmpty)
     }
 
-    @Test func intervalsFetchPeersAndJournalAreListed() throws {
+    @Test func intervalsFetchPeersAndJournalAreListed() async throws {
         let f = try Fixture()
-        let intervals: IntervalListing = try f.inspectJSON(["intervals", f.path])
+        let intervals: IntervalListing = try await f.inspectJSON(["intervals", f.path])
         #expect(intervals.intervals.count == 3)
         let a1 = try #require(intervals.intervals.first { $0.peer == f.peerA.hex && $0.bin == 1 })
         #expect(a1.epoch == 7)
         #expect(a1.ranges == [[1, 4], [6, 8]])
         #expect(a1.synced == 7)
-        let onlyB: IntervalListing = try f.inspectJSON(["intervals", f.path, "--peer", f.peerB.hex])
+        let onlyB: IntervalListing = try await f.inspectJSON(["intervals", f.path, "--peer", f.peerB.hex])
         #expect(onlyB.intervals.map(\.peer) == [f.peerB.hex])
-        #expect(try f.inspect(["intervals", f.path, "--peer", "xyz"]).status == 64)
+        #expect(try await f.inspect(["intervals", f.path, "--peer", "xyz"]).status == 64)
 
-        let fetch: FetchListing = try f.inspectJSON(["fetch", f.path])
+        let fetch: FetchListing = try await f.inspectJSON(["fetch", f.path])
         #expect(Set(fetch.fetch.map(\.address)) == Set(f.fetchAddresses.map(\.hex)))
         #expect(fetch.fetch.allSatisfy { $0.attempts == 3 && $0.hints == [f.peerA.hex] })
 
-        let peers: PeerListing = try f.inspectJSON(["peers", f.path])
+        let peers: PeerListing = try await f.inspectJSON(["peers", f.path])
         #expect(Set(peers.peers.map(\.overlay)) == [f.peerA.hex, f.peerB.hex])
         let b = try #require(peers.peers.first { $0.overlay == f.peerB.hex })
         #expect(b.addresses == ["10.0.0.2:1634", "[::1]:1634"])
         #expect(b.score == -5)
         #expect(b.banned)
 
-        let journal: JournalListing = try f.inspectJSON(["journal", f.path, "--limit", "2"])
+        let journal: JournalListing = try await f.inspectJSON(["journal", f.path, "--limit", "2"])
         #expect(journal.journal.map(\.text) == Array(f.journal.suffix(2)), "the newest two, oldest first")
         #expect(journal.truncated)
-        let fullJournal = try f.inspect(["journal", f.path])
+        let fullJournal = try await f.inspect(["journal", f.path])
         #expect(fullJournal.status == 0)
         for line in f.journal { #expect(fullJournal.stdout.contains(line)) }
 
         for command in ["intervals", "fetch", "peers", "downloads", "journal"] {
-            let text = try f.inspect([command, f.path])
+            let text = try await f.inspect([command, f.path])
             #expect(text.status == 0, "\(command): \(text.stderr)")
             #expect(!text.stdout.isEmpty)
         }
@@ -161,10 +161,10 @@ struct InspectTests {
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: MdbStat.path),
                    "mdb_stat (Debian lmdb-utils) is not installed at /usr/bin/mdb_stat"))
-    func countsAgreeWithMdbStat() throws {
+    func countsAgreeWithMdbStat() async throws {
         // A map size other than our default, so agreement cannot come from both using a default.
         let f = try Fixture(mapSize: 64 << 20)
-        let s = try f.summary()
+        let s = try await f.summary()
         let stat = try MdbStat.run(["-a", "-e", f.path])
         for database in Schema.Name.all {
             #expect(stat.entries[database] == s.entries(database), "entries of \(database)")
@@ -185,12 +185,15 @@ struct InspectTests {
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: MdbStat.path),
                    "mdb_stat (Debian lmdb-utils) is not installed at /usr/bin/mdb_stat"))
-    func readersAgreeWithMdbStatWhileThisProcessHoldsASnapshot() throws {
+    func readersAgreeWithMdbStatWhileThisProcessHoldsASnapshot() async throws {
         let f = try Fixture()
         let store = try Store(directory: f.path)
         defer { store.close() }
         let (statReaders, s, snapshot) = try store.read { reader in
-            (try MdbStat.run(["-r", f.path]).readers, try f.summary(), reader.transactionID)
+            (try MdbStat.run(["-r", f.path]).readers,
+             try JSONDecoder().decode(SummaryJSON.self, from: Data(Tools.runBlocking("lmdb-inspect", ["summary", f.path, "--json"],
+                                                                                    timeoutSeconds: 60).stdout.utf8)),
+             reader.transactionID)
         }
         let me = Int(getpid())
         #expect(statReaders.contains { $0.pid == me && $0.transactionID == snapshot })
@@ -201,16 +204,16 @@ struct InspectTests {
 
     // MARK: Exit statuses
 
-    @Test func verifyExitsZeroOnAHealthyStore() throws {
+    @Test func verifyExitsZeroOnAHealthyStore() async throws {
         let f = try Fixture()
-        let text = try f.inspect(["verify", f.path])
+        let text = try await f.inspect(["verify", f.path])
         #expect(text.status == 0, "\(text.stdout)\(text.stderr)")
         #expect(text.stdout.hasPrefix("clean: "))
-        let json: VerifyJSON = try f.inspectJSON(["verify", f.path])
+        let json: VerifyJSON = try await f.inspectJSON(["verify", f.path])
         #expect(json.clean)
         #expect(json.problems.isEmpty)
         #expect(json.chunksChecked == f.chunks.count)
-        let dryRun = try f.inspect(["repair", "--dry-run", f.path])
+        let dryRun = try await f.inspect(["repair", "--dry-run", f.path])
         #expect(dryRun.status == 0)
         #expect(dryRun.stdout.contains("nothing to repair"))
     }
@@ -221,7 +224,7 @@ struct InspectTests {
     }
 
     @Test(arguments: NotAStore.allCases)
-    func whatCannotBeOpenedExitsTwoWithOneLine(_ kind: NotAStore) throws {
+    func whatCannotBeOpenedExitsTwoWithOneLine(_ kind: NotAStore) async throws {
         let dir = TemporaryDirectory("inspect")
         var path = dir.sub("target")
         var expected = ""
@@ -241,27 +244,27 @@ struct InspectTests {
         case .schemaTooNew:
             let f = try Fixture()
             path = f.path
-            try withRawEnvironment(path) { env in
+            try await withRawEnvironment(path) { env in
                 let meta = try env.openDatabase(Schema.Name.meta)
                 try env.write { try $0.put(meta, Schema.MetaKey.schemaVersion.lmdbBytes, LEUInt64(Schema.version + 1).lmdbBytes) }
             }
             expected = "schemaTooNew"
             // Keep the fixture's directory alive for the runs below.
-            try checkCannotOpen(path, expected, keepAlive: f)
+            try await checkCannotOpen(path, expected, keepAlive: f)
             return
         }
-        try checkCannotOpen(path, expected, keepAlive: dir)
+        try await checkCannotOpen(path, expected, keepAlive: dir)
     }
 
-    private func checkCannotOpen(_ path: String, _ expected: String, keepAlive: AnyObject) throws {
+    private func checkCannotOpen(_ path: String, _ expected: String, keepAlive: AnyObject) async throws {
         for command in [["verify", path], ["summary", path], ["chunks", path], ["repair", "--dry-run", path]] {
-            let out = try Tools.run("lmdb-inspect", command)
+            let out = try await Tools.run("lmdb-inspect", command)
             #expect(out.status == 2, "\(command): \(out.stderr)")
             #expect(out.stderr.contains(expected), "\(command): \(out.stderr)")
             #expect(out.stderr.split(separator: "\n").count == 1, "one line: \(out.stderr)")
             #expect(!out.stderr.contains("Fatal error") && !out.stderr.contains("Backtrac"))
         }
-        let json = try Tools.run("lmdb-inspect", ["summary", path, "--json"])
+        let json = try await Tools.run("lmdb-inspect", ["summary", path, "--json"])
         #expect(json.status == 2)
         let error = try JSONDecoder().decode(ErrorJSON.self, from: Data(json.stdout.utf8))
         #expect(error.error.exitStatus == 2)
@@ -269,18 +272,18 @@ struct InspectTests {
         withExtendedLifetime(keepAlive) {}
     }
 
-    @Test func readOnlyCommandsCreateNothing() throws {
+    @Test func readOnlyCommandsCreateNothing() async throws {
         let dir = TemporaryDirectory("inspect")
         let path = dir.sub("empty")
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-        _ = try Tools.run("lmdb-inspect", ["summary", path])
-        _ = try Tools.run("lmdb-inspect", ["verify", path])
+        _ = try await Tools.run("lmdb-inspect", ["summary", path])
+        _ = try await Tools.run("lmdb-inspect", ["verify", path])
         #expect(try FileManager.default.contentsOfDirectory(atPath: path).isEmpty)
     }
 
     // MARK: A live store
 
-    @Test func aStoreThisProcessKeepsWritingToCanBeInspected() throws {
+    @Test func aStoreThisProcessKeepsWritingToCanBeInspected() async throws {
         let f = try Fixture()
         let store = try Store(directory: f.path)
         defer { store.close() }
@@ -312,18 +315,18 @@ struct InspectTests {
 
         var seen: [Int] = []
         for _ in 0..<3 {
-            let s = try f.summary()
+            let s = try await f.summary()
             #expect(s.openByPID == getpid())
             #expect(s.bins.reduce(0) { $0 + $1.chunks } == s.chunks, "one snapshot: bins and chunks agree")
             #expect(s.entries("chunks") == s.chunks)
             #expect(s.payload.chunks >= s.chunks, "the payload scan reads the same or a later snapshot")
             seen.append(s.chunks)
         }
-        let verify = try f.inspect(["verify", f.path])
+        let verify = try await f.inspect(["verify", f.path])
         #expect(verify.status == 0, "a live store verifies clean: \(verify.stdout)\(verify.stderr)")
-        let listing = try f.inspect(["chunks", f.path, "--limit", "0"])
+        let listing = try await f.inspect(["chunks", f.path, "--limit", "0"])
         #expect(listing.status == 0)
-        let repair = try f.inspect(["repair", f.path])
+        let repair = try await f.inspect(["repair", f.path])
         #expect(repair.status == 2, "repair refuses while the store is open elsewhere")
         #expect(repair.stderr.contains("is open by process \(getpid())"))
 
@@ -332,7 +335,7 @@ struct InspectTests {
         #expect(writerFailure.withLock { $0 } == nil)
         #expect(seen == seen.sorted(), "later snapshots never hold fewer chunks")
         #expect(seen.allSatisfy { $0 > f.chunks.count && $0 <= f.chunks.count + 4 * written.load(ordering: .acquiring) })
-        #expect(try f.summary().chunks == f.chunks.count + 4 * written.load(ordering: .acquiring))
+        #expect(try await f.summary().chunks == f.chunks.count + 4 * written.load(ordering: .acquiring))
     }
 
     // MARK: Verify, repair, backup
@@ -368,36 +371,36 @@ struct InspectTests {
     }
 
     @Test(arguments: Damage.allCases)
-    func damageIsFoundPlannedAndRepaired(_ damage: Damage) throws {
+    func damageIsFoundPlannedAndRepaired(_ damage: Damage) async throws {
         let f = try Fixture()
         let victim = f.chunks[11]
         let stored = try #require(f.stored[victim.address])
         switch damage {
         case .payloadOverwritten:
-            let slot = try #require(f.summaryChunk(victim.address).slot)
+            let slot = try #require(await f.summaryChunk(victim.address).slot)
             let file = try #require(FileHandle(forUpdatingAtPath: f.path + "/" + Schema.slotFileName))
             try file.seek(toOffset: slot * UInt64(Schema.slotSize) + 10)
             try file.write(contentsOf: Data([0xde, 0xad, 0xbe, 0xef]))
             try file.close()
         case .slotFarBeyondTheFile:
-            try withRawEnvironment(f.path) { env in
+            try await withRawEnvironment(f.path) { env in
                 let chunks = try env.openDatabase(Schema.Name.chunks)
                 let record = ChunkRecord(span: victim.span, slot: .max, binID: stored.binID,
                                          length: UInt16(victim.payload.count), bin: stored.bin)
                 try env.write { try $0.put(chunks, victim.address.bytes, record.lmdbBytes) }
             }
         case .pullEntryDeleted:
-            try withRawEnvironment(f.path) { env in
+            try await withRawEnvironment(f.path) { env in
                 let pull = try env.openDatabase(Schema.Name.pull)
                 try env.write { _ = try $0.delete(pull, PullKey(bin: stored.bin, binID: stored.binID).lmdbBytes) }
             }
         case .fetchEntryForStoredChunk:
-            try withRawEnvironment(f.path) { env in
+            try await withRawEnvironment(f.path) { env in
                 let fetch = try env.openDatabase(Schema.Name.fetch)
                 try env.write { try $0.put(fetch, victim.address.bytes, FetchRecord(attempts: 1).lmdbBytes) }
             }
         case .intervalsNotCanonical:
-            try withRawEnvironment(f.path) { env in
+            try await withRawEnvironment(f.path) { env in
                 let intervals = try env.openDatabase(Schema.Name.intervals)
                 var record = IntervalRecord(epoch: 7, set: IntervalSet())
                 record.ranges = [5...9, 1...6]
@@ -405,138 +408,138 @@ struct InspectTests {
             }
         }
 
-        let found = try f.inspect(["verify", f.path])
+        let found = try await f.inspect(["verify", f.path])
         #expect(found.status == 1, "\(found.stdout)\(found.stderr)")
         let problemLines = found.stdout.split(separator: "\n").dropLast()
         #expect(problemLines.map { String($0.prefix { $0 != " " }) } == damage.problems,
                 "one problem per line, then the summary: \(found.stdout)")
-        let foundJSON: VerifyJSON = try f.inspectJSON(["verify", f.path], status: 1)
+        let foundJSON: VerifyJSON = try await f.inspectJSON(["verify", f.path], status: 1)
         #expect(foundJSON.clean == false)
         #expect(foundJSON.problems.map(\.kind) == damage.problems)
-        let shown = try f.inspect(["chunk", f.path, victim.address.hex])
+        let shown = try await f.inspect(["chunk", f.path, victim.address.hex])
         #expect(shown.status == (damage.showsInChunk ? 1 : 0), "\(shown.stdout)\(shown.stderr)")
         if damage.dropsTheChunk { #expect(shown.stdout.contains("DAMAGED")) }
         if damage == .pullEntryDeleted { #expect(shown.stdout.contains("indexed   no")) }
 
         let before = try Data(contentsOf: URL(fileURLWithPath: f.path + "/data.mdb"))
-        let plan: RepairJSON = try f.inspectJSON(["repair", "--dry-run", f.path], status: 1)
+        let plan: RepairJSON = try await f.inspectJSON(["repair", "--dry-run", f.path], status: 1)
         #expect(plan.dryRun)
         #expect(plan.plan.actions.contains { $0.kind == damage.action }, "\(plan.plan.actions)")
-        let dryText = try f.inspect(["repair", "--dry-run", f.path])
+        let dryText = try await f.inspect(["repair", "--dry-run", f.path])
         #expect(dryText.status == 1)
         #expect(dryText.stdout.contains(damage.action))
         #expect(dryText.stdout.contains("nothing changed"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: f.path + "/data.mdb")) == before, "a dry run writes nothing")
-        #expect(try f.inspect(["verify", f.path]).status == 1, "still damaged after the dry run")
+        #expect(try await f.inspect(["verify", f.path]).status == 1, "still damaged after the dry run")
 
-        let repaired: RepairJSON = try f.inspectJSON(["repair", f.path])
+        let repaired: RepairJSON = try await f.inspectJSON(["repair", f.path])
         #expect(repaired.dryRun == false)
         #expect(repaired.plan.actions.map(\.kind) == plan.plan.actions.map(\.kind), "the dry run showed what repair does")
         #expect(repaired.cleanAfter == true)
-        let after = try f.inspect(["verify", f.path])
+        let after = try await f.inspect(["verify", f.path])
         #expect(after.status == 0, "\(after.stdout)")
 
         if damage.dropsTheChunk {
-            let gone = try f.inspect(["chunk", f.path, victim.address.hex])
+            let gone = try await f.inspect(["chunk", f.path, victim.address.hex])
             #expect(gone.status == 1)
             #expect(gone.stdout.contains("is not in the store"), "the damaged chunk was dropped")
-            #expect(try f.summary().chunks == f.chunks.count - 1)
+            #expect(try await f.summary().chunks == f.chunks.count - 1)
         } else {
-            #expect(try f.inspect(["chunk", f.path, victim.address.hex]).status == 0)
-            #expect(try f.summary().chunks == f.chunks.count)
+            #expect(try await f.inspect(["chunk", f.path, victim.address.hex]).status == 0)
+            #expect(try await f.summary().chunks == f.chunks.count)
         }
     }
 
-    @Test func aListingThatMeetsAnUndecodableRecordFailsWithOneJSONDocument() throws {
+    @Test func aListingThatMeetsAnUndecodableRecordFailsWithOneJSONDocument() async throws {
         let f = try Fixture()
         let stored = try #require(f.stored[f.chunks[2].address])
-        try withRawEnvironment(f.path) { env in
+        try await withRawEnvironment(f.path) { env in
             let pull = try env.openDatabase(Schema.Name.pull)
             try env.write { try $0.put(pull, PullKey(bin: stored.bin, binID: stored.binID).lmdbBytes, [1, 2, 3]) }
         }
-        let out = try f.inspect(["chunks", f.path, "--json"])
+        let out = try await f.inspect(["chunks", f.path, "--json"])
         #expect(out.status == 2)
         let document = try JSONDecoder().decode(ErrorJSON.self, from: Data(out.stdout.utf8))
         #expect(document.error.code == "corrupt")
         #expect(out.stderr.contains("run `lmdb-inspect verify`"))
         #expect(out.stderr.split(separator: "\n").count == 1)
 
-        let verify: VerifyJSON = try f.inspectJSON(["verify", f.path], status: 1)
+        let verify: VerifyJSON = try await f.inspectJSON(["verify", f.path], status: 1)
         #expect(verify.problems.contains { $0.kind == "undecodable" && $0.database == "pull" })
-        #expect(try f.inspect(["repair", f.path]).status == 0)
-        let listing: ChunkListing = try f.inspectJSON(["chunks", f.path, "--limit", "0"])
+        #expect(try await f.inspect(["repair", f.path]).status == 0)
+        let listing: ChunkListing = try await f.inspectJSON(["chunks", f.path, "--limit", "0"])
         #expect(listing.chunks.count == f.chunks.count, "the index entry was rebuilt")
     }
 
-    @Test func backupRefusesAStoreWhoseRecordsPointPastTheSlots() throws {
+    @Test func backupRefusesAStoreWhoseRecordsPointPastTheSlots() async throws {
         let f = try Fixture()
         let victim = f.chunks[4]
         let stored = try #require(f.stored[victim.address])
-        try withRawEnvironment(f.path) { env in
+        try await withRawEnvironment(f.path) { env in
             let chunks = try env.openDatabase(Schema.Name.chunks)
             let record = ChunkRecord(span: victim.span, slot: 1 << 62, binID: stored.binID,
                                      length: UInt16(victim.payload.count), bin: stored.bin)
             try env.write { try $0.put(chunks, victim.address.bytes, record.lmdbBytes) }
         }
         let destination = f.dir.sub("backup")
-        let out = try f.inspect(["backup", f.path, destination])
+        let out = try await f.inspect(["backup", f.path, destination])
         #expect(out.status == 2)
         #expect(out.stderr.contains("run `lmdb-inspect verify` and `repair` first"))
         #expect(!FileManager.default.fileExists(atPath: destination), "nothing written")
-        #expect(try f.inspect(["repair", f.path]).status == 0)
-        #expect(try f.inspect(["backup", f.path, destination]).status == 0)
+        #expect(try await f.inspect(["repair", f.path]).status == 0)
+        #expect(try await f.inspect(["backup", f.path, destination]).status == 0)
     }
 
-    @Test func aDamagedSlotCounterIsReportedNotCrashedOn() throws {
+    @Test func aDamagedSlotCounterIsReportedNotCrashedOn() async throws {
         let f = try Fixture()
-        try withRawEnvironment(f.path) { env in
+        try await withRawEnvironment(f.path) { env in
             let meta = try env.openDatabase(Schema.Name.meta)
             try env.write { try $0.put(meta, Schema.MetaKey.slotsNext.lmdbBytes, LEUInt64(1 << 56).lmdbBytes) }
         }
-        let verify = try f.inspect(["verify", f.path])
+        let verify = try await f.inspect(["verify", f.path])
         #expect(verify.status == 1, "\(verify.stdout)\(verify.stderr)")
         #expect(verify.stdout.hasPrefix("meta-slots-next [meta slots_next]"))
-        let json: VerifyJSON? = try? f.inspectJSON(["verify", f.path], status: 1)
+        let json: VerifyJSON? = try? await f.inspectJSON(["verify", f.path], status: 1)
         #expect(json?.problems.map(\.kind) == ["meta-slots-next"])
-        let repair = try f.inspect(["repair", f.path])
+        let repair = try await f.inspect(["repair", f.path])
         #expect(repair.status == 1)
         #expect(repair.stdout.hasPrefix("cannot repair: meta-slots-next"))
-        #expect(try f.inspect(["summary", f.path]).status == 0, "the summary still shows the store")
+        #expect(try await f.inspect(["summary", f.path]).status == 0, "the summary still shows the store")
     }
 
-    @Test func repairKeepsTheConfiguredCapacity() throws {
+    @Test func repairKeepsTheConfiguredCapacity() async throws {
         let f = try Fixture(capacityChunks: 1000)
-        #expect(try f.summary().capacityChunks == 1000)
+        #expect(try await f.summary().capacityChunks == 1000)
         let stored = try #require(f.stored[f.chunks[0].address])
-        try withRawEnvironment(f.path) { env in
+        try await withRawEnvironment(f.path) { env in
             let pull = try env.openDatabase(Schema.Name.pull)
             try env.write { _ = try $0.delete(pull, PullKey(bin: stored.bin, binID: stored.binID).lmdbBytes) }
         }
-        let out = try f.inspect(["repair", f.path])
+        let out = try await f.inspect(["repair", f.path])
         #expect(out.status == 0, "\(out.stdout)\(out.stderr)")
         #expect(out.stdout.contains("add-pull-entry"))
-        #expect(try f.summary().capacityChunks == 1000)
+        #expect(try await f.summary().capacityChunks == 1000)
     }
 
-    @Test func repairingACleanStoreWritesNothing() throws {
+    @Test func repairingACleanStoreWritesNothing() async throws {
         let f = try Fixture()
         let before = try Data(contentsOf: URL(fileURLWithPath: f.path + "/data.mdb"))
-        let out = try f.inspect(["repair", f.path])
+        let out = try await f.inspect(["repair", f.path])
         #expect(out.status == 0)
         #expect(out.stdout.contains("nothing to repair"))
         #expect(try Data(contentsOf: URL(fileURLWithPath: f.path + "/data.mdb")) == before)
     }
 
-    @Test func backupWritesACompactedVerifiedCopyOfTheSameStore() throws {
+    @Test func backupWritesACompactedVerifiedCopyOfTheSameStore() async throws {
         let f = try Fixture()
         let destination = f.dir.sub("backup")
-        let out = try f.inspect(["backup", f.path, destination, "--json"])
+        let out = try await f.inspect(["backup", f.path, destination, "--json"])
         #expect(out.status == 0, "\(out.stdout)\(out.stderr)")
         let report = try JSONDecoder().decode(BackupJSON.self, from: Data(out.stdout.utf8))
         #expect(report.backup.chunks == f.chunks.count)
         #expect(report.copyClean == true)
 
-        let source = try f.summary(), copy = try f.summary(directory: destination)
+        let source = try await f.summary(), copy = try await f.summary(directory: destination)
         #expect(copy.epoch == source.epoch)
         #expect(copy.overlay == source.overlay)
         #expect(copy.payload.bytes == source.payload.bytes)
@@ -544,9 +547,9 @@ struct InspectTests {
             #expect(copy.entries(name) == source.entries(name), "\(name)")
         }
         #expect(copy.bins.map(\.cursor) == source.bins.map(\.cursor))
-        #expect(try f.inspect(["verify", destination]).status == 0)
+        #expect(try await f.inspect(["verify", destination]).status == 0)
 
-        let again = try f.inspect(["backup", f.path, destination])
+        let again = try await f.inspect(["backup", f.path, destination])
         #expect(again.status == 2, "a backup never overwrites")
         #expect(again.stderr.contains("not empty"))
     }
@@ -615,14 +618,14 @@ final class Fixture: @unchecked Sendable {
         stored = Dictionary(uniqueKeysWithValues: result.stored.map { ($0.address, $0) })
     }
 
-    func inspect(_ arguments: [String]) throws -> Tools.Output {
-        try Tools.run("lmdb-inspect", arguments, timeoutSeconds: 60)
+    func inspect(_ arguments: [String]) async throws -> Tools.Output {
+        try await Tools.run("lmdb-inspect", arguments, timeoutSeconds: 60)
     }
 
     /// Runs with `--json`, expects `status`, decodes stdout.
     func inspectJSON<T: Decodable>(_ arguments: [String], status: Int32 = 0,
-                                   sourceLocation: SourceLocation = #_sourceLocation) throws -> T {
-        let out = try inspect(arguments + ["--json"])
+                                   sourceLocation: SourceLocation = #_sourceLocation) async throws -> T {
+        let out = try await inspect(arguments + ["--json"])
         #expect(out.status == status, "\(arguments): \(out.stderr)", sourceLocation: sourceLocation)
         do {
             return try JSONDecoder().decode(T.self, from: Data(out.stdout.utf8))
@@ -633,17 +636,17 @@ final class Fixture: @unchecked Sendable {
         }
     }
 
-    func summary(directory: String? = nil) throws -> SummaryJSON {
-        try inspectJSON(["summary", directory ?? path])
+    func summary(directory: String? = nil) async throws -> SummaryJSON {
+        try await inspectJSON(["summary", directory ?? path])
     }
 
-    func summaryChunk(_ address: ChunkAddress) throws -> ChunkJSON {
-        try inspectJSON(["chunk", path, address.hex])
+    func summaryChunk(_ address: ChunkAddress) async throws -> ChunkJSON {
+        try await inspectJSON(["chunk", path, address.hex])
     }
 }
 
 /// Opens the environment with the LMDB module alone (no Store), for damaging it on purpose.
-func withRawEnvironment(_ path: String, _ body: (Environment) throws -> Void) throws {
+func withRawEnvironment(_ path: String, _ body: (Environment) throws -> Void) async throws {
     var options = Environment.Options()
     options.maxDatabases = 16
     let env = try Environment(path: path, options: options)
@@ -670,6 +673,7 @@ enum MdbStat {
         var readers: [(pid: Int, transactionID: Int?)] = []
     }
 
+    /// Runs mdb_stat (milliseconds; blocking is fine and lets it run inside a read transaction).
     static func run(_ arguments: [String]) throws -> Parsed {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)

@@ -27,7 +27,17 @@ enum Tools {
     }
 
     /// Runs `tool` with `arguments`, waits at most `timeoutSeconds`, and returns its output.
-    static func run(_ tool: String, _ arguments: [String], timeoutSeconds: Double = 120) throws -> Output {
+    /// The waiting happens on a thread of its own: blocking one of Swift's cooperative threads
+    /// (two on this machine) would starve every other test meanwhile.
+    static func run(_ tool: String, _ arguments: [String], timeoutSeconds: Double = 120) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try runBlocking(tool, arguments, timeoutSeconds: timeoutSeconds) })
+            }
+        }
+    }
+
+    static func runBlocking(_ tool: String, _ arguments: [String], timeoutSeconds: Double) throws -> Output {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path(tool))
         process.arguments = arguments

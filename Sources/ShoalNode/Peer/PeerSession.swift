@@ -7,7 +7,10 @@ import ShoalWire
 /// Limits of one peer session.
 public struct SessionLimits: Sendable {
     /// History streams of one peer that run at once; the others wait their turn.
-    public var historyStreamsMax = 4
+    public var historyStreamsMax = 16
+    /// A bin's history is split into windows of this many bin IDs, each its own stream, so a
+    /// big bin (bin 0 holds half of a peer's chunks) is pulled in parallel.
+    public var historyWindowIDs: UInt64 = 2048
     /// How often timers (offer and batch timeouts, back-offs, live idle) are checked.
     public var tickIntervalMs: UInt64 = 100
     /// A ping goes out after this long without hearing from the peer…
@@ -38,6 +41,8 @@ actor PeerSession {
     private var peerEpoch: UInt64
     private var historyWaiting: [UInt32] = []
     private var historyActive = Set<UInt32>()
+    /// History windows not yet completed, per bin.
+    private var windowsLeft: [Int: Int] = [:]
     private var faults = 0
     private var score = 0
     private var closing = false
@@ -179,9 +184,19 @@ actor PeerSession {
         }
         await send(messages)
         await performServer(server.tick(now: now))
-        for slot in streams.keys.sorted() where streams[slot]?.nextDeadline.map({ $0 <= now }) == true {
+        for slot in streamsDue(at: now) {
             await onSlot(slot) { s, now in s.tick(now: now) }
         }
+    }
+
+    /// Streams with a timer due. (Kept out of the async `tick`: Swift 6.3.1's optimizer crashes
+    /// on an optional-chained `nextDeadline` inside an async loop's `where` clause.)
+    private func streamsDue(at now: UInt64) -> [UInt32] {
+        var due: [UInt32] = []
+        for (slot, stream) in streams {
+            if let deadline = stream.nextDeadline, deadline <= now { due.append(slot) }
+        }
+        return due.sorted()
     }
 
     /// Our store grew: live requests waiting on this bin can be answered.
@@ -205,22 +220,44 @@ actor PeerSession {
             }
             var known: [UInt8: IntervalSet] = [:]
             for (key, record) in records where record.epoch == response.epoch { known[key.bin] = record.set }
+            // Slots: a bin's live stream is slot `bin`; history windows take slots from 32 up.
+            var nextSlot = UInt32(Proximity.binCount)
+            let slotsMax = UInt32(1) << (32 - SyncStreamClient.ruidSequenceBits)
             for entry in response.cursors where Int(entry.bin) < Proximity.binCount {
                 let bin = entry.bin
-                let historySlot = UInt32(bin) * 2, liveSlot = historySlot + 1
-                streams[historySlot] = SyncStreamClient(bin: bin, mode: .history(end: entry.cursor), intervals: known[bin] ?? IntervalSet(),
-                                                        slot: historySlot, limits: context.limits.client)
-                streams[liveSlot] = SyncStreamClient(bin: bin, mode: .live(from: entry.cursor + 1), intervals: IntervalSet(),
-                                                     slot: liveSlot, limits: context.limits.client)
+                let intervals = known[bin] ?? IntervalSet()
+                streams[UInt32(bin)] = SyncStreamClient(bin: bin, mode: .live(from: entry.cursor + 1), intervals: IntervalSet(),
+                                                        slot: UInt32(bin), limits: context.limits.client)
                 status[Int(bin)] = BinSyncStatus(bin: Int(bin), historyEnd: entry.cursor, historyDone: false, liveFrom: entry.cursor + 1)
-                historyWaiting.append(historySlot)
+                // Windows of the history that still have gaps; wider windows for huge bins, so
+                // slots last (at most ~3000 windows per peer).
+                let width = max(context.limits.historyWindowIDs, entry.cursor / 3000 + 1)
+                var start: UInt64 = 1
+                var windows = 0
+                while start <= entry.cursor && nextSlot < slotsMax {
+                    let end = min(entry.cursor, start + width - 1)
+                    if !intervals.gaps(within: start...end).isEmpty {
+                        // Everything before the window counts as done for this stream only:
+                        // it seals nothing but the ranges it actually syncs.
+                        var view = intervals
+                        if start > 1 { view.insert(1...(start - 1)) }
+                        streams[nextSlot] = SyncStreamClient(bin: bin, mode: .history(end: end), intervals: view,
+                                                             slot: nextSlot, limits: context.limits.client)
+                        historyWaiting.append(nextSlot)
+                        nextSlot += 1
+                        windows += 1
+                    }
+                    start = end + 1
+                }
+                windowsLeft[Int(bin)] = windows
+                if windows == 0 { status[Int(bin)]?.historyDone = true }
             }
         } catch {
             log(.error, "cannot subscribe: \(error)")
             await goodbye(.shutdown, "store error")
             return
         }
-        for slot in streams.keys.sorted() where slot % 2 == 1 {
+        for slot in streams.keys.sorted() where slot < UInt32(Proximity.binCount) {
             await onSlot(slot) { s, now in s.start(now: now) }
         }
         await startWaitingHistory()
@@ -294,7 +331,8 @@ actor PeerSession {
                 messages = []
                 await self.fault(fault)
             case .completed:
-                status[bin]?.historyDone = true
+                windowsLeft[bin, default: 1] -= 1
+                if windowsLeft[bin] == 0 { status[bin]?.historyDone = true }
                 historyActive.remove(slot)
                 await startWaitingHistory()
             }

@@ -165,6 +165,10 @@ public final class Transport: Sendable {
         try configuration.validate()
         _ = try contexts()  // fail here, not in every accepted connection
 
+        // Admission happens as a connection is accepted, before TLS starts: a connection over
+        // the limit must not get as far as a completed handshake while the accept loop is busy.
+        let state = ListenerState(handshakesMax: configuration.handshakesInFlightMax)
+        let logger = self.logger
         let server: NIOAsyncChannel<PendingConnection, Never>
         do {
             server = try await ServerBootstrap(group: group)
@@ -173,21 +177,35 @@ public final class Transport: Sendable {
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: writeBufferWaterMark)
                 .bind(host: host, port: port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try self.prepare(channel, outbound: false)
+                    switch state.beginHandshake(channel) {
+                    case .admitted:
+                        return channel.eventLoop.makeCompletedFuture {
+                            do {
+                                return try self.prepare(channel, outbound: false)
+                            } catch {
+                                _ = state.endHandshake(channel)
+                                throw error
+                            }
+                        }
+                    case .refusedTooMany:
+                        logger.warning(
+                            "refusing connection: too many handshakes in flight",
+                            metadata: ["peer.address": "\(channel.remoteAddress.map { "\($0)" } ?? "unknown")",
+                                       "handshake.inFlightMax": "\(state.handshakesMax)"])
+                        return channel.eventLoop.makeFailedFuture(TransportError(.connectFailed, "too many handshakes in flight"))
+                    case .refusedClosed:
+                        return channel.eventLoop.makeFailedFuture(TransportError(.connectFailed, "listener closed"))
                     }
                 }
         } catch {
             throw TransportError(.bindFailed, "cannot listen on \(host):\(port): \(error)")
         }
         let localPort = server.channel.localAddress?.port ?? port
-        var logger = self.logger
-        logger[metadataKey: "listener.address"] = "\(host):\(localPort)"
-        logger.debug("listening")
-
-        let state = ListenerState(handshakesMax: configuration.handshakesInFlightMax)
+        var listenLogger = self.logger
+        listenLogger[metadataKey: "listener.address"] = "\(host):\(localPort)"
+        listenLogger.debug("listening")
         let acceptLoop = Task { [self, logger] in
-            await self.accept(from: server, state: state, logger: logger, onConnection: onConnection)
+            await self.accept(from: server, state: state, logger: listenLogger, onConnection: onConnection)
         }
         return Listener(localPort: localPort, serverChannel: server.channel, state: state, acceptLoop: acceptLoop)
     }
@@ -232,20 +250,8 @@ public final class Transport: Sendable {
             try await server.executeThenClose { inbound in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await pending in inbound {
+                        // Admitted (and counted) by the child channel initializer in `listen`.
                         let address = pending.remoteAddress
-                        switch state.beginHandshake(pending.channel) {
-                        case .refusedClosed:
-                            pending.channel.close(promise: nil)
-                            continue
-                        case .refusedTooMany:
-                            logger.warning(
-                                "refusing connection: too many handshakes in flight",
-                                metadata: ["peer.address": "\(address)", "handshake.inFlightMax": "\(state.handshakesMax)"])
-                            pending.channel.close(promise: nil)
-                            continue
-                        case .admitted:
-                            break
-                        }
                         group.addTask {
                             let result: Result<EstablishedConnection, any Error>
                             do {

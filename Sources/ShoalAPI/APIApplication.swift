@@ -1,0 +1,32 @@
+import Hummingbird
+import Logging
+
+/// Bounds of the API server.
+public enum APILimits {
+    /// A keep-alive connection idle this long is closed.
+    public static let idleTimeoutSeconds: Int64 = 60
+}
+
+/// The API as a runnable `Service`: the router of `makeRouter(node:)` served over HTTP/1.1 on
+/// `host:port`. With port 0 the system picks a free port; `onListening` gets the bound one.
+///
+/// Run it in the same `ServiceGroup` as the node, after it: on graceful shutdown the group
+/// stops services in reverse order, so the API stops accepting and finishes its requests
+/// (uploads included) while the node's store writer still runs.
+public func makeAPIApplication(
+    node: some NodeAPIBacking,
+    host: String,
+    port: Int,
+    logger: Logger,
+    onListening: @escaping @Sendable (_ port: Int) async -> Void = { _ in }
+) -> Application<RouterResponder<APIRequestContext>> {
+    Application(
+        router: makeRouter(node: node),
+        server: .http1(configuration: .init(idleTimeout: .seconds(APILimits.idleTimeoutSeconds))),
+        configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
+        onServerRunning: { channel in
+            await onListening(channel.localAddress?.port ?? port)
+        },
+        logger: logger
+    )
+}

@@ -1,0 +1,113 @@
+import Hummingbird
+import Logging
+import ShoalCore
+import ShoalNode
+import ShoalStore
+
+/// The request context of the API. Its `maxUploadSize` bounds anything a handler decodes to
+/// one serialized chunk, so no request can make the API buffer more than that.
+public struct APIRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+    }
+
+    public var maxUploadSize: Int { Chunk.serializedMax }
+}
+
+/// What `POST /chunks` answers.
+public struct UploadResponse: Codable, Sendable, Equatable {
+    /// 64 lowercase hex digits: SHA-256(span ‖ payload), computed by the node.
+    public var address: String
+    /// The bin of the local store the chunk is in (its proximity to the node's overlay, 0…31).
+    public var bin: Int
+    /// The chunk's bin ID in that bin. Null only if the chunk was already stored and was
+    /// evicted (capacity) between the upload and the lookup.
+    public var binID: UInt64?
+    /// True when the store already held the chunk (status 200 instead of 201).
+    public var duplicate: Bool
+
+    public init(address: String, bin: Int, binID: UInt64?, duplicate: Bool) {
+        self.address = address
+        self.bin = bin
+        self.binID = binID
+        self.duplicate = duplicate
+    }
+}
+
+/// The HTTP API over a node:
+///
+/// | method and path | answer |
+/// |---|---|
+/// | `POST /chunks` | body span ‖ payload; 201 (stored) or 200 (already stored) with `UploadResponse` |
+/// | `GET /chunks/{address}` | 200 with span ‖ payload (`application/octet-stream`), 404 when absent |
+/// | `GET /status` | `NodeStatus` |
+/// | `GET /peers` | `[PeerStatus]` |
+///
+/// Every error is JSON `{"error": {"code", "message"}}` (`APIError`). `HEAD` works wherever
+/// `GET` does.
+public func makeRouter(node: some NodeAPIBacking) -> Router<APIRequestContext> {
+    let router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
+    // First, so that it wraps every route and the router's own "not found".
+    router.add(middleware: APIErrorMiddleware())
+
+    router.post("/chunks") { request, context in
+        try await uploadChunk(request, context: context, node: node)
+    }
+    router.get("/chunks/:address") { _, context in
+        try getChunk(context: context, node: node)
+    }
+    router.get("/status") { _, _ in
+        try JSONBody.response(try node.status(), status: .ok)
+    }
+    router.get("/peers") { _, _ in
+        try JSONBody.response(await node.peers(), status: .ok)
+    }
+    return router
+}
+
+private func uploadChunk(_ request: Request, context: APIRequestContext, node: some NodeAPIBacking) async throws -> Response {
+    // Refuse a declared oversize body before reading any of it; a body without a length (or
+    // lying about it) is cut off by `collect(upTo:)`.
+    if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > Chunk.serializedMax {
+        throw APIError(.contentTooLarge, .chunkTooLarge,
+                       "request body is \(declared) bytes; a chunk is at most \(Chunk.serializedMax) (span 8 + payload 4096)")
+    }
+    let body = try await request.body.collect(upTo: Chunk.serializedMax)
+    let chunk: Chunk
+    do {
+        chunk = try Chunk(serialized: body.readableBytesView)
+    } catch {
+        throw APIError(.badRequest, .invalidChunk, error.description)
+    }
+
+    // Durable before we answer: `upload` returns after the commit.
+    let result = try await node.upload(chunk)
+    let address = chunk.address.hex
+    if let stored = result.stored.first(where: { $0.address == chunk.address }) {
+        return try JSONBody.response(
+            UploadResponse(address: address, bin: Int(stored.bin), binID: stored.binID, duplicate: false),
+            status: .created, headers: [.location: "/chunks/\(address)"])
+    }
+    let location = try node.storedLocation(chunk.address)
+    let bin = location?.bin ?? Proximity.bin(of: chunk.address, relativeTo: node.overlay)
+    return try JSONBody.response(
+        UploadResponse(address: address, bin: bin, binID: location?.binID, duplicate: true),
+        status: .ok, headers: [.location: "/chunks/\(address)"])
+}
+
+private func getChunk(context: APIRequestContext, node: some NodeAPIBacking) throws -> Response {
+    let text = context.parameters.get("address") ?? ""
+    guard let address = ChunkAddress(hex: text) else {
+        throw APIError(.badRequest, .invalidAddress, "chunk address must be 64 hex digits, got \(text.utf8.count) characters")
+    }
+    guard let chunk = try node.chunk(address) else {
+        throw APIError(.notFound, .notFound, "chunk \(address.hex) is not in the local store")
+    }
+    let bytes = chunk.serialized
+    var buffer = ByteBufferAllocator().buffer(capacity: bytes.count)
+    buffer.writeBytes(bytes)
+    return Response(status: .ok, headers: [.contentType: "application/octet-stream"],
+                    body: ResponseBody(byteBuffer: buffer))
+}

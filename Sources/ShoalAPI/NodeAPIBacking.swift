@@ -1,0 +1,37 @@
+import ShoalCore
+import ShoalNode
+import ShoalStore
+
+/// What the HTTP API needs from a node. `Node` conforms; the API is written against this so
+/// that the handlers say exactly which parts of the node they touch.
+public protocol NodeAPIBacking: Sendable {
+    /// The node's overlay address: bins are proximities to it.
+    var overlay: OverlayAddress { get }
+    /// Stores a chunk durably; returns after the commit.
+    func upload(_ chunk: Chunk) async throws -> BatchResult
+    /// A chunk from the local store, re-hashed against its address; nil when absent.
+    func chunk(_ address: ChunkAddress) throws -> Chunk?
+    /// Where a stored chunk sits in the local store; nil when absent.
+    func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation?
+    func status() throws -> NodeStatus
+    func peers() async -> [PeerStatus]
+}
+
+/// A chunk's place in the local store: its bin and its bin ID there.
+public struct ChunkLocation: Sendable, Equatable {
+    public var bin: Int
+    public var binID: UInt64
+
+    public init(bin: Int, binID: UInt64) {
+        self.bin = bin
+        self.binID = binID
+    }
+}
+
+extension Node: NodeAPIBacking {
+    public func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? {
+        try store.read { reader in
+            try reader.record(address).map { ChunkLocation(bin: Int($0.bin), binID: $0.binID) }
+        }
+    }
+}
