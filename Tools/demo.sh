@@ -15,7 +15,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
-swift build -c release --product shoal-bench --product lmdb-inspect 2>&1 | tail -n 1
+for product in shoal-bench lmdb-inspect; do swift build -c release --product "$product" 2>&1 | tail -n 1; done
 BIN=$(swift build -c release --show-bin-path)
 rm -rf "$DIR"
 "$BIN/shoal-bench" store --chunks "$CHUNKS" --dir "$DIR" --keep
