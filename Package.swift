@@ -139,7 +139,7 @@ let package = Package(
         // Runs the built executables as real processes (the inspector, the crash loop).
         .testTarget(
             name: "ToolTests",
-            dependencies: ["ShoalStore", "LMDB", "ShoalCore", "lmdb-inspect", "shoal-bench"]
+            dependencies: ["ShoalStore", "LMDB", "ShoalCore", "lmdb-inspect", "shoal-bench", "shoal"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -68,9 +68,7 @@ public struct Address32: Hashable, Comparable, Sendable, CustomStringConvertible
     }
 
     public func append(to out: inout [UInt8]) {
-        for word in [w0, w1, w2, w3] {
-            withUnsafeBytes(of: word.bigEndian) { out.append(contentsOf: $0) }
-        }
+        withUnsafeBytes(of: (w0.bigEndian, w1.bigEndian, w2.bigEndian, w3.bigEndian)) { out.append(contentsOf: $0) }
     }
 
     public var hex: String {

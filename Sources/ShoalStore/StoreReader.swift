@@ -26,7 +26,14 @@ public struct StoreReader {
         if verify {
             return try Chunk(span: record.span, payload: payload, claimedAddress: address)
         }
-        return try Chunk(span: record.span, payload: payload)
+        try Chunk.validate(payloadCount: payload.count)
+        return Chunk(unverifiedSpan: record.span, payload: payload, address: address)
+    }
+
+    /// Span and payload as stored, not re-hashed: for sending to a peer, who re-hashes anyway.
+    public func rawChunk(_ address: ChunkAddress) throws -> (span: UInt64, payload: [UInt8])? {
+        guard let record = try record(address) else { return nil }
+        return (record.span, try store.slotFile.read(slot: record.slot, length: Int(record.length)))
     }
 
     /// Zero-copy-ish payload read into a caller buffer; returns the record.

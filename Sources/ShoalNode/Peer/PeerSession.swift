@@ -402,14 +402,14 @@ actor PeerSession {
     }
 
     private func deliver(ruid: RequestID, addresses: [ChunkAddress]) -> [Message] {
-        let chunks: [Chunk?]
+        let chunks: [(span: UInt64, payload: [UInt8])?]
         do {
-            chunks = try context.store.read { r in try addresses.map { try r.chunk($0) } }
+            chunks = try context.store.read { r in try addresses.map { try r.rawChunk($0) } }
         } catch {
             log(.error, "store read failed: \(error)")
             return [.streamError(StreamError(ruid: ruid, code: .overloaded, message: "store read failed"))]
         }
-        let present = chunks.compactMap { $0 }.map(DeliveredChunk.init)
+        let present = chunks.compactMap { $0 }.map { DeliveredChunk(span: $0.span, payload: $0.payload) }
         context.chunksServed.add(present.count, ordering: .relaxed)
         var messages: [Message] = []
         let frame = ProtocolLimits.deliveryChunksMax
