@@ -28,9 +28,15 @@ final class ShoalDaemon: @unchecked Sendable {
     /// Waits (bounded) for the ready line and reads the bound ports from it.
     func ready() async throws {
         var text = ""
+        // Non-blocking reads between sleeps: a blocking read would hold one of the cooperative
+        // pool's two threads until the daemon speaks (decision 0009).
+        let fd = output.fileHandleForReading.fileDescriptor
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var buffer = [UInt8](repeating: 0, count: 4096)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            let data = output.fileHandleForReading.availableData
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let data = n > 0 ? Data(buffer[0..<n]) : Data()
             text += String(decoding: data, as: UTF8.self)
             if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("shoal: listening on ") }) {
                 let parts = line.dropFirst("shoal: listening on ".count).split(separator: ",")
@@ -125,8 +131,8 @@ func eventually(_ seconds: Int, _ what: String, _ condition: () async throws -> 
     @Test(.timeLimit(.minutes(5)))
     func aNodeKilledWhileSyncingResumesAndLosesNothing() async throws {
         let dir = TemporaryDirectory("sync-crash")
-        let run = try await Tools.run("shoal-bench", ["sync-crash", "--chunks", "4000", "--cycles", "3", "--seed", "5",
-                                                      "--kill-within", "0.8", "--dir", dir.sub("work"),
+        let run = try await Tools.run("shoal-bench", ["sync-crash", "--chunks", "8000", "--cycles", "3", "--seed", "5",
+                                                      "--kill-within", "0.2", "--dir", dir.sub("work"),
                                                       "--shoal", Tools.path("shoal")], timeoutSeconds: 280)
         #expect(run.status == 0, "\(run.stdout)\n\(run.stderr.suffix(3000))")
         let line = run.stdout.split(separator: "\n").first { $0.hasPrefix("RESULT name=sync-crash") }
