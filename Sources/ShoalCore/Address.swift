@@ -71,16 +71,7 @@ public struct Address32: Hashable, Comparable, Sendable, CustomStringConvertible
         withUnsafeBytes(of: (w0.bigEndian, w1.bigEndian, w2.bigEndian, w3.bigEndian)) { out.append(contentsOf: $0) }
     }
 
-    public var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0xf)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    public var hex: String { bytes.hexEncoded }
 
     public var description: String { hex }
 
@@ -118,3 +109,18 @@ public typealias ChunkAddress = Address32
 
 /// A node's address in the overlay: SHA-256(network id ‖ Ed25519 public key).
 public typealias OverlayAddress = Address32
+
+extension Sequence where Element == UInt8 {
+    /// Lower-case hex, two digits a byte.
+    public var hexEncoded: String {
+        var out = [UInt8]()
+        out.reserveCapacity(underestimatedCount * 2)
+        for byte in self {
+            out.append(hexDigits[Int(byte >> 4)])
+            out.append(hexDigits[Int(byte & 0xf)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+private let hexDigits = Array("0123456789abcdef".utf8)

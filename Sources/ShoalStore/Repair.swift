@@ -180,8 +180,5 @@ final class Repairer {
         }
     }
 
-    static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef")
-        return String(bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0xf)]] })
-    }
+    static func hex(_ bytes: [UInt8]) -> String { bytes.hexEncoded }
 }

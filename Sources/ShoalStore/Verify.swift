@@ -77,7 +77,7 @@ struct Verifier {
     }
 
     private static func hex(_ raw: UnsafeRawBufferPointer) -> String {
-        Address32(raw: raw)?.hex ?? raw.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+        Address32(raw: raw)?.hex ?? raw.hexEncoded
     }
 
     mutating func run() throws -> VerifyReport {

@@ -15,11 +15,15 @@ struct WriteContext {
     private var cursorsChanged = Set<Int>()
     private var slots: SlotAllocator
     private var wroteSlots = false
+    /// False while the fetch set is empty in this transaction: storing a chunk then skips the
+    /// per-chunk lookup that would delete its (absent) fetch entry.
+    private var fetchMayHaveEntries: Bool
 
     init(store: Store, txn: Transaction) throws {
         self.store = store
         self.txn = txn
         slots = try SlotAllocator(store: store, txn: txn)
+        fetchMayHaveEntries = try txn.count(store.tables.fetch) > 0
     }
 
     mutating func apply(_ batch: StoreBatch) throws -> BatchResult {
@@ -50,6 +54,7 @@ struct WriteContext {
         }
         for (address, record) in batch.fetchUpserts where try !txn.contains(tables.chunks, address) {
             try txn.put(tables.fetch, address, record)
+            fetchMayHaveEntries = true
         }
         for address in batch.fetchRemovals { try txn.delete(tables.fetch, address) }
         for (overlay, record) in batch.peerUpserts { try txn.put(tables.peers, overlay, record) }
@@ -78,7 +83,7 @@ struct WriteContext {
         cursors[bin] = binID
         cursorsChanged.insert(bin)
         // A chunk leaves the fetch set in the transaction that stores it.
-        try txn.delete(tables.fetch, chunk.address)
+        if fetchMayHaveEntries { try txn.delete(tables.fetch, chunk.address) }
         return StoredChunk(address: chunk.address, bin: UInt8(bin), binID: binID)
     }
 

@@ -178,15 +178,7 @@ enum Format {
 
     static func padLeft(_ n: some BinaryInteger, _ width: Int) -> String { padLeft(String(n), width) }
 
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef")
-        var out = ""
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xf)])
-        }
-        return out
-    }
+    static func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.hexEncoded }
 
     /// `hexdump -C` layout: offset, sixteen bytes in hex, the printable ones as text.
     static func hexDump(_ bytes: [UInt8]) -> String {

@@ -315,7 +315,7 @@ actor PeerSession {
             case .send(let message):
                 messages.append(message)
                 if case .wantedHashes(let w) = message {
-                    status[bin]?.wanted += (0..<(w.bitvector.count * 8)).filter { w.isWanted($0) }.count
+                    status[bin]?.wanted += w.bitvector.reduce(0) { $0 + $1.nonzeroBitCount }
                 }
             case .persist(let persist):
                 status[bin]?.delivered += persist.chunks.count
