@@ -142,6 +142,12 @@ public final class Transaction {
         return true
     }
 
+    /// Deletes `db` itself from the environment; its handle must not be used after.
+    public func dropDatabase(_ db: Database) throws {
+        checkLive()
+        try LMDBError.check(mdb_drop(txn, db.handle, 1), "mdb_drop(\(db.name), delete)")
+    }
+
     /// Deletes every entry of `db`, keeping the database itself.
     public func clear(_ db: Database) throws {
         checkLive()

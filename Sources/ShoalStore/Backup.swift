@@ -72,17 +72,19 @@ extension Store {
                     pending.removeAll(keepingCapacity: true)
                 }
                 let slotsNext = try src.metaUInt64(tables.meta, Schema.MetaKey.slotsNext) ?? 0
-                try src.scan(tables.chunks.database) { key, value in
-                    var record = try ChunkRecord(decodingLMDB: value)
+                // `chunks` and `landing` in one address order: the copy holds every chunk in `chunks`.
+                try Store.forEachRecord(txn: src, tables: tables) { address, stored in
+                    var record = stored
+                    let key = address.bytes
                     guard record.slot < slotsNext else {
-                        throw StoreError(.corrupt, "chunk \(Repairer.hex(Array(key))) points to slot \(record.slot), beyond slots_next \(slotsNext); verify and repair the store before backing it up")
+                        throw StoreError(.corrupt, "chunk \(address.hex) points to slot \(record.slot), beyond slots_next \(slotsNext); verify and repair the store before backing it up")
                     }
                     try buffer.withUnsafeMutableBytes { raw in
                         try slotFile.read(slot: record.slot, length: Int(record.length), into: raw)
                         record.slot = UInt64(report.chunks)
                         try destSlots.write(slot: record.slot, payload: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(raw)[0..<Int(record.length)]))
                     }
-                    pending.append((Array(key), record))
+                    pending.append((key, record))
                     report.chunks += 1
                     report.payloadBytes += UInt64(record.length)
                     if pending.count >= chunksPerCommit { try flush() }

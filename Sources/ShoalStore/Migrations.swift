@@ -13,7 +13,7 @@ enum Migrations {
     static let all: [Migration] = [
         Migration(from: 0) { txn, options in
             // v0 → v1: an empty environment becomes a store.
-            for name in Schema.Name.all { _ = try txn.openDatabase(name, flags: 0x40000 /* MDB_CREATE */) }
+            for name in Schema.Name.all where name != Schema.Name.landing { _ = try txn.openDatabase(name, flags: 0x40000 /* MDB_CREATE */) }
             let meta = try txn.openDatabase(Schema.Name.meta)
             guard let overlay = options.overlay else {
                 throw StoreError(.notAStore, "creating a store needs the node's overlay")
@@ -24,6 +24,13 @@ enum Migrations {
             try txn.putMeta(meta, Schema.MetaKey.slotsNext, 0)
             try txn.putMeta(meta, Schema.MetaKey.radius, 0)
             try txn.putMeta(meta, Schema.MetaKey.slotSize, UInt64(Schema.slotSize))
+        },
+        Migration(from: 1) { txn, _ in
+            // v1 → v2: new chunks land in `landing` first (appends) and are merged into `chunks`
+            // in address order later. Existing chunks stay where they are.
+            _ = try txn.openDatabase(Schema.Name.landing, flags: 0x40000 /* MDB_CREATE */)
+            let meta = try txn.openDatabase(Schema.Name.meta)
+            try txn.putMeta(meta, Schema.MetaKey.landingNext, 1)
         },
     ]
 

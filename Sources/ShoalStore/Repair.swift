@@ -40,12 +40,15 @@ extension Store {
     public func repair() throws(StoreError) -> RepairPlan {
         guard !options.readOnly else { throw StoreError(.readOnly, "repair needs the store open writable") }
         do {
-            return try environment.write { txn in
+            let plan = try environment.write { txn in
                 let repairer = Repairer(store: self, txn: txn)
                 var plan = try repairer.plan(apply: true)
                 plan.transactionID = txn.id
                 return plan
             }
+            // Repair may have dropped `landing` entries: the index starts again from disk.
+            if let landingIndex { try environment.read { try landingIndex.rebuild(from: $0, tables: tables) } }
+            return plan
         } catch {
             throw StoreError.wrap(error, "repairing the store")
         }
@@ -83,13 +86,25 @@ final class Repairer {
         // 1. Chunks that cannot be trusted go, and so do intervals that may cover them.
         var droppedSlots: [UInt64] = []
         for (address, reason) in v.untrustedChunks.sorted(by: { $0.key < $1.key }) {
-            let record = try? txn.get(tables.chunks, address)
-            try act("drop-chunk", "chunks", address.hex, reason) { try txn.delete(tables.chunks, address) }
+            let record = v.located[address]?.record
+            switch v.located[address]?.location {
+            case .landing(let seq):
+                try act("drop-chunk", "landing", address.hex, reason) { try txn.delete(tables.landing, seq) }
+            default:
+                try act("drop-chunk", "chunks", address.hex, reason) { try txn.delete(tables.chunks, address) }
+            }
             if let record, record.slot < v.report.slotsNext, !v.goodChunks.values.contains(where: { $0.slot == record.slot }) {
                 droppedSlots.append(record.slot)
             }
         }
         try resetIntervals(covering: Array(v.untrustedChunks.keys))
+
+        // A second record of an address (in `landing`) goes; the first stays.
+        for key in v.duplicateLandingKeys {
+            try act("delete-duplicate", "landing", Repairer.hex(key), "the chunk is recorded elsewhere too") {
+                try txn.delete(tables.landing.database, key)
+            }
+        }
 
         // 2. Index entries that point nowhere, or elsewhere.
         for key in v.badPullKeys {
@@ -112,7 +127,11 @@ final class Repairer {
                 let updated = ChunkRecord(span: record.span, slot: record.slot, binID: binID, length: record.length, bin: rightBin)
                 try act("reindex-chunk", "chunks", address.hex, "bin \(record.bin)/\(record.binID) → \(rightBin)/\(binID)") {
                     if v.pullEntries[old] == address { try txn.delete(tables.pull, old.lmdbBytes) }
-                    try txn.put(tables.chunks, address, updated)
+                    if case .landing(let seq) = v.located[address]?.location {
+                        try txn.put(tables.landing, seq, LandingEntry(address: address, record: updated))
+                    } else {
+                        try txn.put(tables.chunks, address, updated)
+                    }
                     try txn.put(tables.pull, PullKey(bin: rightBin, binID: binID).lmdbBytes, address.bytes)
                 }
                 continue

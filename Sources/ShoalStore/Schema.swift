@@ -5,7 +5,7 @@ import ShoalCore
 /// describes the same bytes for outside tools.
 public enum Schema {
     /// The schema version this build writes. A store with a larger one is refused.
-    public static let version: UInt64 = 1
+    public static let version: UInt64 = 2
 
     /// Database names; outside tools (`mdb_stat -a`, `mdb_dump -s NAME`) rely on them.
     public enum Name {
@@ -19,8 +19,11 @@ public enum Schema {
         public static let journal = "journal"
         /// Free payload slots: slot → ID of the transaction that freed it.
         public static let slots = "slots"
+        /// Chunks stored recently, in arrival order: sequence → address ‖ ChunkRecord. Merged
+        /// into `chunks` in address order from time to time (schema v2; see Docs/Storage.md).
+        public static let landing = "landing"
 
-        public static let all = [meta, chunks, pull, intervals, fetch, peers, downloads, journal, slots]
+        public static let all = [meta, chunks, pull, intervals, fetch, peers, downloads, journal, slots, landing]
     }
 
     /// Keys of `meta` (UTF-8). Values are UInt64 little-endian unless noted.
@@ -39,12 +42,42 @@ public enum Schema {
         public static let capacity = "capacity_chunks"
         /// Payload slot size in bytes.
         public static let slotSize = "slot_size"
+        /// The sequence the next `landing` entry gets; sequences are never reused.
+        public static let landingNext = "landing_next"
     }
 
     public static let slotSize = 4096
     public static let slotFileName = "chunks.slots"
     /// The journal keeps this many newest entries.
     public static let journalEntriesMax = 10_000
+}
+
+// MARK: landing: sequence → address ‖ ChunkRecord
+
+/// A `landing` entry: a chunk stored since the last merge, with its address (the key is the
+/// arrival sequence, 8 bytes big-endian).
+public struct LandingEntry: Equatable, Sendable, LMDBCodable {
+    public var address: ChunkAddress
+    public var record: ChunkRecord
+
+    public static let encodedSize = Address32.byteCount + ChunkRecord.encodedSize
+
+    public init(address: ChunkAddress, record: ChunkRecord) {
+        (self.address, self.record) = (address, record)
+    }
+
+    public func encodeLMDB(into bytes: inout [UInt8]) {
+        bytes.append(contentsOf: address.bytes)
+        record.encodeLMDB(into: &bytes)
+    }
+
+    public init(decodingLMDB bytes: UnsafeRawBufferPointer) throws {
+        guard bytes.count == Self.encodedSize, let address = Address32(raw: UnsafeRawBufferPointer(rebasing: bytes[0..<32])) else {
+            throw LMDBDecodingError(LandingEntry.self, "\(bytes.count) bytes, want \(Self.encodedSize)")
+        }
+        self.address = address
+        record = try ChunkRecord(decodingLMDB: UnsafeRawBufferPointer(rebasing: bytes[32...]))
+    }
 }
 
 // MARK: chunks: address → ChunkRecord

@@ -23,6 +23,9 @@ public final class Store: @unchecked Sendable {
         public var mapSize = 1 << 30
         public var mapSizeMax = 1 << 40
         public var maxReaders: UInt32 = 126
+        /// `landing` is merged into `chunks` once it holds this many chunks (and whenever the
+        /// writer is idle). Larger means fewer, bigger merges, and a larger in-memory index.
+        public var landingMax = 65_536
         /// Wall-clock milliseconds since 1970 (injected so tests can fix time).
         public var now: @Sendable () -> UInt64 = { Store.wallClockMs() }
 
@@ -42,6 +45,8 @@ public final class Store: @unchecked Sendable {
     public let epoch: UInt64
     let slotFile: SlotFile
     let tables: Tables
+    /// Address → `landing` sequence, kept by a writable store (nil when read-only).
+    let landingIndex: LandingIndex?
 
     struct Tables: Sendable {
         let meta: Database
@@ -55,6 +60,7 @@ public final class Store: @unchecked Sendable {
         /// Key: freeing transaction ID (8, BE) ‖ slot (8, BE); empty value. Ordered by when freed,
         /// so the reusable slots are a prefix.
         let freeSlots: Database
+        let landing: Table<UInt64, LandingEntry>
     }
 
     /// Finds the LMDB directory in `path`: the path itself if it holds `data.mdb`, else
@@ -127,6 +133,13 @@ public final class Store: @unchecked Sendable {
             }
             slotFile = try SlotFile(path: dir + "/" + Schema.slotFileName, slotSize: Schema.slotSize,
                                     readOnly: options.readOnly)
+            if options.readOnly {
+                landingIndex = nil
+            } else {
+                let index = LandingIndex()
+                try environment.read { try index.rebuild(from: $0, tables: tables) }
+                landingIndex = index
+            }
         } catch {
             environment.close()
             throw StoreError.wrap(error, "opening the store in \(dir)")
@@ -147,7 +160,8 @@ public final class Store: @unchecked Sendable {
             peers: Table(try env.openDatabase(n.peers)),
             downloads: Table(try env.openDatabase(n.downloads)),
             journal: Table(try env.openDatabase(n.journal)),
-            freeSlots: try env.openDatabase(n.slots))
+            freeSlots: try env.openDatabase(n.slots),
+            landing: Table(try env.openDatabase(n.landing)))
     }
 
     public static func wallClockMs() -> UInt64 {
@@ -173,20 +187,40 @@ public final class Store: @unchecked Sendable {
             }
         }
         do {
-            return try environment.write { txn in
+            let (results, changes) = try environment.write { txn in
                 var writer = try WriteContext(store: self, txn: txn)
                 var results = try batches.map { try writer.apply($0) }
                 let (evicted, radius) = try writer.evictIfOverCapacity()
-                try writer.finish()
+                try writer.finish(merge: writer.landingCount >= options.landingMax)
                 for i in results.indices {
                     results[i].radius = radius
                     results[i].transactionID = txn.id
                 }
                 if !results.isEmpty { results[results.count - 1].evicted = evicted }
-                return results
+                return (results, writer.landingChanges)
             }
+            landingIndex?.committed(changes, transactionID: results.first?.transactionID ?? 0)
+            return results
         } catch {
             throw StoreError.wrap(error, "applying a batch")
+        }
+    }
+
+    /// Merges `landing` into `chunks` in one write transaction (the writer does this when idle,
+    /// and `apply` when `landing` is full). Returns the chunks moved.
+    @discardableResult
+    public func mergeLanding() throws(StoreError) -> Int {
+        guard !options.readOnly else { throw StoreError(.readOnly, "the store is open read-only") }
+        do {
+            let (moved, changes, id) = try environment.write { txn in
+                var writer = try WriteContext(store: self, txn: txn)
+                try writer.finish(merge: true)
+                return (writer.landingChanges.removed.count, writer.landingChanges, txn.id)
+            }
+            landingIndex?.committed(changes, transactionID: id)
+            return moved
+        } catch {
+            throw StoreError.wrap(error, "merging landing into chunks")
         }
     }
 

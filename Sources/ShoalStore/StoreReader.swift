@@ -5,17 +5,31 @@ import ShoalCore
 public struct StoreReader {
     let store: Store
     let txn: Transaction
+    /// How a read-only open finds chunks not yet merged into `chunks` (a writable store has an index).
+    private let landing: LandingSnapshot?
     private var tables: Store.Tables { store.tables }
+
+    init(store: Store, txn: Transaction) {
+        self.store = store
+        self.txn = txn
+        landing = store.landingIndex == nil ? LandingSnapshot() : nil
+    }
 
     /// The LMDB snapshot this reader sees.
     public var transactionID: Int { txn.id }
 
     public func has(_ address: ChunkAddress) throws -> Bool {
-        try txn.contains(tables.chunks, address)
+        try record(address) != nil
     }
 
     public func record(_ address: ChunkAddress) throws -> ChunkRecord? {
-        try txn.get(tables.chunks, address)
+        try store.locate(address, txn: txn, snapshot: landing)?.record
+    }
+
+    /// True when the chunk's record is still in `landing` (not yet merged into `chunks`).
+    public func isLanded(_ address: ChunkAddress) throws -> Bool {
+        if case .landing = try store.locate(address, txn: txn, snapshot: landing)?.location { return true }
+        return false
     }
 
     /// The chunk at `address`. The payload is read while this snapshot holds its reader slot,
@@ -43,7 +57,16 @@ public struct StoreReader {
         return record
     }
 
-    public func chunkCount() throws -> Int { try txn.count(tables.chunks) }
+    /// Chunks stored: those in `chunks` and those still in `landing`.
+    public func chunkCount() throws -> Int { try txn.count(tables.chunks) + landingCount() }
+
+    /// Chunks in `landing`, waiting to be merged into `chunks`.
+    public func landingCount() throws -> Int { try txn.count(tables.landing) }
+
+    /// Every chunk record, in address order, wherever it lives (`chunks` and `landing` merged).
+    public func forEachRecord(_ body: (ChunkAddress, ChunkRecord) throws -> Bool) throws {
+        try Store.forEachRecord(txn: txn, tables: tables, body)
+    }
 
     /// The last bin ID given out in `bin` (0 when none yet).
     public func cursor(bin: Int) throws -> UInt64 {
@@ -157,7 +180,7 @@ public struct StoreReader {
     public func databaseStats() throws -> [(name: String, stat: Environment.Stat)] {
         let t = tables
         let dbs: [Database] = [t.meta, t.chunks.database, t.pull, t.intervals.database, t.fetch.database,
-                               t.peers.database, t.downloads.database, t.journal.database, t.freeSlots]
+                               t.peers.database, t.downloads.database, t.journal.database, t.freeSlots, t.landing.database]
         return try dbs.map { ($0.name, try txn.stat($0)) }
     }
 }

@@ -24,6 +24,8 @@ public final class StoreWriter: Sendable {
         public var groupBatchesMax = 1024
         /// Callers beyond this many waiting batches are refused with an overload error.
         public var queueBatchesMax = 65_536
+        /// After this long with nothing to commit, `landing` is merged into `chunks`.
+        public var idleMergeAfterMs = 1000
 
         public init() {}
     }
@@ -107,10 +109,18 @@ public final class StoreWriter: Sendable {
             }
             if !group.isEmpty { commit(group) }
             if stop && group.isEmpty { break }
-            if group.isEmpty { signal.wait(timeoutMs: 1000) }
+            if group.isEmpty && !signal.wait(timeoutMs: limits.idleMergeAfterMs) { mergeLandingWhileIdle() }
         }
         state.withLock { $0.stopped = true }
         finished.notify()
+    }
+
+    /// Nothing to commit for a while: merge `landing` now rather than in a later commit. A
+    /// failure here changes nothing; the merge is tried again when idle next, and a full
+    /// `landing` is merged inside `apply`, whose caller sees any error.
+    private func mergeLandingWhileIdle() {
+        guard let waiting = try? store.read({ try $0.landingCount() }), waiting > 0 else { return }
+        _ = try? store.mergeLanding()
     }
 
     private func commit(_ group: [Pending]) {
@@ -165,8 +175,9 @@ final class ConditionSignal: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
-    /// Waits for a notify (or one already pending), at most `timeoutMs`.
-    func wait(timeoutMs: Int) {
+    /// Waits for a notify (or one already pending), at most `timeoutMs`; false if none came.
+    @discardableResult
+    func wait(timeoutMs: Int) -> Bool {
         pthread_mutex_lock(mutex)
         if !flagged {
             var now = timespec()
@@ -179,7 +190,9 @@ final class ConditionSignal: @unchecked Sendable {
             }
             _ = pthread_cond_timedwait(cond, mutex, &deadline)
         }
+        let notified = flagged
         flagged = false
         pthread_mutex_unlock(mutex)
+        return notified
     }
 }

@@ -66,6 +66,10 @@ struct Verifier {
     var badIntervalKeys: [[UInt8]] = []
     var fetchForStored: [ChunkAddress] = []
     var badRecords: [(database: Database, key: [UInt8])] = []
+    /// Where each chunk record that decodes lives, with the record.
+    var located: [ChunkAddress: (record: ChunkRecord, location: ChunkLocation)] = [:]
+    /// `landing` keys of entries for an address already recorded elsewhere.
+    var duplicateLandingKeys: [[UInt8]] = []
 
     init(store: Store, txn: Transaction) {
         self.store = store
@@ -151,6 +155,24 @@ struct Verifier {
                 return true
             }
             candidates.append((address, record))
+            located[address] = (record, .chunks)
+            return true
+        }
+        // Chunks not yet merged: `landing` holds sequence → address ‖ record.
+        try txn.scan(tables.landing.database) { key, value in
+            report.chunksChecked += 1
+            guard let seq = try? UInt64(decodingLMDB: key), let entry = try? LandingEntry(decodingLMDB: value) else {
+                problem("undecodable", "landing", Verifier.hex(key), "entry of \(key.count)+\(value.count) bytes")
+                badRecords.append((tables.landing.database, Array(key)))
+                return true
+            }
+            if located[entry.address] != nil || untrustedChunks[entry.address] != nil {
+                problem("chunk-duplicate", "landing", "\(seq)", "\(entry.address.hex) is recorded twice")
+                duplicateLandingKeys.append(Array(key))
+                return true
+            }
+            candidates.append((entry.address, entry.record))
+            located[entry.address] = (entry.record, .landing(seq))
             return true
         }
         for (address, record) in candidates {
@@ -277,7 +299,7 @@ struct Verifier {
         }
         if !orphanSlots.isEmpty {
             // Slots of untrusted chunks become orphans once those go; report only the others.
-            let untrustedSlots = Set(untrustedChunks.keys.compactMap { try? txn.get(tables.chunks, $0)?.slot })
+            let untrustedSlots = Set(untrustedChunks.keys.compactMap { located[$0]?.record.slot })
             let lost = orphanSlots.filter { !untrustedSlots.contains($0) }
             if !lost.isEmpty {
                 problem("slot-orphan", "slots", "\(lost.first!)", "\(lost.count) slot(s) neither used nor free, e.g. \(lost.prefix(5).map(String.init).joined(separator: ","))")

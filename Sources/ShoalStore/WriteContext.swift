@@ -18,11 +18,32 @@ struct WriteContext {
     /// False while the fetch set is empty in this transaction: storing a chunk then skips the
     /// per-chunk lookup that would delete its (absent) fetch entry.
     private var fetchMayHaveEntries: Bool
+    /// `landing` entries added and removed here, and the next sequence.
+    private(set) var landingChanges = LandingChanges()
+    /// Entries this transaction added to `landing`, by address (not yet in the shared index).
+    private var landedHere: [ChunkAddress: UInt64] = [:]
+    private(set) var landingCount: Int
+    /// For a store whose index cannot be trusted for this transaction (none, or another
+    /// process wrote since): a scan of `landing` on first need.
+    private var landingSnapshot: LandingSnapshot?
 
     init(store: Store, txn: Transaction) throws {
         self.store = store
         self.txn = txn
         slots = try SlotAllocator(store: store, txn: txn)
+        landingCount = try txn.count(store.tables.landing)
+        landingChanges.landingNext = try txn.metaUInt64(store.tables.meta, Schema.MetaKey.landingNext) ?? 1
+        if let index = store.landingIndex {
+            index.purge { store.environment.oldestReaderTransactionID() }
+            if index.landingNext != landingChanges.landingNext {
+                // Another process appended or merged since our last commit: rebuild from disk.
+                try index.rebuild(from: txn, tables: store.tables)
+            }
+        } else {
+            landingSnapshot = LandingSnapshot()
+        }
+        // A retried transaction (the map grew) stages its payloads again from the start.
+        store.slotFile.discardStaged()
         fetchMayHaveEntries = try txn.count(store.tables.fetch) > 0
     }
 
@@ -40,7 +61,7 @@ struct WriteContext {
             try resetIntervals(of: peer) { _ in true }
         }
         for (index, seal) in batch.seals.enumerated() {
-            if try seal.requires.contains(where: { try !txn.contains(tables.chunks, $0) }) {
+            if try seal.requires.contains(where: { try !isStored($0) }) {
                 result.unsealed.append(index)
                 continue
             }
@@ -52,7 +73,7 @@ struct WriteContext {
             set.insert(seal.range)
             try txn.put(tables.intervals, key, IntervalRecord(epoch: seal.epoch, set: set))
         }
-        for (address, record) in batch.fetchUpserts where try !txn.contains(tables.chunks, address) {
+        for (address, record) in batch.fetchUpserts where try !isStored(address) {
             try txn.put(tables.fetch, address, record)
             fetchMayHaveEntries = true
         }
@@ -65,18 +86,28 @@ struct WriteContext {
         return result
     }
 
-    /// Stores one chunk; nil if it was already present.
+    /// The record of `address` as this transaction sees it, and where it lives.
+    private func locate(_ address: ChunkAddress) throws -> (record: ChunkRecord, location: ChunkLocation)? {
+        try store.locate(address, txn: txn, snapshot: landingSnapshot, pending: landedHere)
+    }
+
+    private func isStored(_ address: ChunkAddress) throws -> Bool { try locate(address) != nil }
+
+    /// Stores one chunk; nil if it was already present. The record is appended to `landing`
+    /// (one page touched per commit, not one `chunks` leaf per chunk).
     private mutating func store(_ chunk: Chunk) throws -> StoredChunk? {
+        if try isStored(chunk.address) { return nil }
         let bin = Proximity.bin(of: chunk.address, relativeTo: store.overlay)
         let slot = try slots.take()
         let binID = try cursor(bin) + 1
         let record = ChunkRecord(span: chunk.span, slot: slot, binID: binID,
                                  length: UInt16(chunk.payload.count), bin: UInt8(bin))
-        // One B-tree descent decides "already stored" and stores.
-        guard try txn.insert(tables.chunks.database, chunk.address.bytes, record.lmdbBytes) else {
-            slots.giveBack(slot)
-            return nil
-        }
+        let seq = landingChanges.landingNext
+        landingChanges.landingNext += 1
+        try txn.append(tables.landing.database, seq.lmdbBytes, LandingEntry(address: chunk.address, record: record).lmdbBytes)
+        landedHere[chunk.address] = seq
+        landingChanges.added.append((chunk.address, seq))
+        landingCount += 1
         try chunk.payload.withUnsafeBytes { try store.slotFile.write(slot: slot, payload: $0) }
         wroteSlots = true
         try txn.put(tables.pull, PullKey(bin: UInt8(bin), binID: binID).lmdbBytes, chunk.address.bytes)
@@ -142,7 +173,7 @@ struct WriteContext {
     mutating func evictIfOverCapacity() throws -> (evicted: Int, radius: UInt8) {
         var radius = try metaUInt64(Schema.MetaKey.radius) ?? 0
         guard let capacity = store.options.capacityChunks else { return (0, UInt8(radius)) }
-        var count = try txn.count(tables.chunks)
+        var count = try txn.count(tables.chunks) + landingCount
         var evicted = 0
         while count > capacity, let bin = try lowestNonEmptyBin() {
             let n = try evict(bin: bin)
@@ -175,8 +206,16 @@ struct WriteContext {
             var more = try c.seek(atOrAfter: start)
             while more, c.currentKey.count == 9, c.currentKey[0] == UInt8(bin) {
                 let address = try ChunkAddress(decodingLMDB: c.currentValue)
-                if let record = try txn.get(tables.chunks, address) {
-                    try txn.delete(tables.chunks, address)
+                if let (record, location) = try locate(address) {
+                    switch location {
+                    case .chunks:
+                        try txn.delete(tables.chunks, address)
+                    case .landing(let seq):
+                        try txn.delete(tables.landing, seq)
+                        landedHere[address] = nil
+                        landingChanges.removed.append((address, seq))
+                        landingCount -= 1
+                    }
                     try txn.put(tables.freeSlots, FreeSlotKey(freedIn: freedIn, slot: record.slot).bytes, [UInt8]())
                 }
                 try c.deleteCurrent()
@@ -207,8 +246,17 @@ struct WriteContext {
         try txn.metaUInt64(tables.meta, key)
     }
 
-    /// Writes back cursors and the slot counter, and makes payloads durable before the commit.
-    mutating func finish() throws {
+    /// Writes back cursors, the slot counter and `landing_next`, merges `landing` into
+    /// `chunks` if asked, and makes payloads durable before the commit.
+    mutating func finish(merge: Bool = false) throws {
+        if merge {
+            _ = try Store.mergeLanding(txn: txn, tables: tables, changes: &landingChanges)
+            landedHere = [:]
+            landingCount = 0
+        }
+        if landingChanges.landingNext != (try txn.metaUInt64(tables.meta, Schema.MetaKey.landingNext) ?? 1) {
+            try txn.putMeta(tables.meta, Schema.MetaKey.landingNext, landingChanges.landingNext)
+        }
         for bin in cursorsChanged.sorted() {
             try txn.put(tables.pull, PullKey.cursor(UInt8(bin)).lmdbBytes, LEUInt64(cursors[bin]!).lmdbBytes)
         }

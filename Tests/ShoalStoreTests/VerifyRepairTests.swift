@@ -5,8 +5,9 @@ import ShoalCore
 import Testing
 
 struct VerifyRepairTests {
-    /// A store with chunks in several bins, intervals, fetch entries and a peer.
-    static func populated() throws -> (TestStore, [Chunk]) {
+    /// A store with chunks in several bins, intervals, fetch entries and a peer; with `merged`,
+    /// the chunk records are in `chunks`, else still in `landing`.
+    static func populated(merged: Bool = false) throws -> (TestStore, [Chunk]) {
         let t = try TestStore()
         let chunks = t.chunks.next(40)
         var batch = StoreBatch(chunks: chunks)
@@ -14,11 +15,13 @@ struct VerifyRepairTests {
         batch.fetchUpserts = [(t.chunks.next().address, FetchRecord(attempts: 2))]
         batch.peerUpserts = [(Address32(w0: 1, w1: 2, w2: 3, w3: 4), PeerRecord(addresses: ["127.0.0.1:9"]))]
         try t.store.apply(batch)
+        if merged { #expect(try t.store.mergeLanding() == chunks.count) }
+        #expect(try t.store.read { try $0.landingCount() } == (merged ? 0 : chunks.count))
         return (t, chunks)
     }
 
-    @Test func aHealthyStoreVerifiesClean() throws {
-        let (t, chunks) = try Self.populated()
+    @Test(arguments: [false, true]) func aHealthyStoreVerifiesClean(merged: Bool) throws {
+        let (t, chunks) = try Self.populated(merged: merged)
         let report = try t.store.verify()
         #expect(report.problems == [])
         #expect(report.chunksChecked == chunks.count)
@@ -27,8 +30,8 @@ struct VerifyRepairTests {
         #expect(try t.store.repairPlan().isEmpty)
     }
 
-    @Test func aDamagedPayloadIsFoundDroppedAndItsIntervalsReset() throws {
-        let (t, chunks) = try Self.populated()
+    @Test(arguments: [false, true]) func aDamagedPayloadIsFoundDroppedAndItsIntervalsReset(merged: Bool) throws {
+        let (t, chunks) = try Self.populated(merged: merged)
         let victim = chunks[7]
         let slot = try #require(try t.store.read { try $0.record(victim.address) }).slot
         try t.whileClosed { _ in try overwrite(file: t.slotFilePath, at: Int(slot) * 4096 + 100, with: [0xde, 0xad]) }
@@ -37,7 +40,8 @@ struct VerifyRepairTests {
         #expect(report.problems.first?.key == victim.address.hex)
 
         let dryRun = try t.store.repairPlan()
-        #expect(dryRun.actions.contains { $0.kind == "drop-chunk" && $0.key == victim.address.hex })
+        #expect(dryRun.actions.contains { $0.kind == "drop-chunk" && $0.key == victim.address.hex
+                                          && $0.database == (merged ? "chunks" : "landing") })
         #expect(dryRun.actions.contains { $0.kind == "delete-pull-entry" })
         #expect(dryRun.actions.contains { $0.kind == "free-slot" && $0.key == "\(slot)" })
         #expect(try t.store.verify().problems.count == 1, "a dry run changes nothing")
@@ -54,8 +58,8 @@ struct VerifyRepairTests {
         }
     }
 
-    @Test func aLostIndexEntryIsRebuilt() throws {
-        let (t, chunks) = try Self.populated()
+    @Test(arguments: [false, true]) func aLostIndexEntryIsRebuilt(merged: Bool) throws {
+        let (t, chunks) = try Self.populated(merged: merged)
         let record = try #require(try t.store.read { try $0.record(chunks[3].address) })
         try t.whileClosed { dir in
             try withRawEnvironment(dir) { env in
@@ -111,6 +115,23 @@ struct VerifyRepairTests {
         #expect(kinds == ["slot-double-free", "slot-used-and-free", "slot-orphan"])
         try t.store.repair()
         try expectClean(t.store)
+    }
+
+    @Test func aChunkRecordedTwiceKeepsOneRecord() throws {
+        let (t, chunks) = try Self.populated(merged: true)
+        let victim = chunks[5]
+        let record = try #require(try t.store.read { try $0.record(victim.address) })
+        try t.whileClosed { dir in
+            try withRawEnvironment(dir) { env in
+                let landing = try env.openDatabase(Schema.Name.landing)
+                try env.write { try $0.put(landing, UInt64(999).lmdbBytes, LandingEntry(address: victim.address, record: record).lmdbBytes) }
+            }
+        }
+        #expect(try t.store.verify().problems.map(\.kind) == ["chunk-duplicate"])
+        let plan = try t.store.repair()
+        #expect(plan.actions.map(\.kind) == ["delete-duplicate"])
+        try expectClean(t.store)
+        #expect(try t.store.get(victim.address, verify: true) == victim)
     }
 
     @Test func aCursorBehindItsBinIsRaised() throws {

@@ -273,6 +273,7 @@ enum SlotBounds {
     static func firstRecordOutOfBounds(_ store: Store) throws -> String? {
         let meta = try store.environment.openDatabase(Schema.Name.meta)
         let chunks = try store.environment.openDatabase(Schema.Name.chunks)
+        let landing = try store.environment.openDatabase(Schema.Name.landing)
         return try store.environment.read { txn -> String? in
             let slotsNext = try txn.withValue(meta, Schema.MetaKey.slotsNext.lmdbBytes) { raw in
                 try raw.map { try LEUInt64(decodingLMDB: $0).value } ?? 0
@@ -286,6 +287,18 @@ enum SlotBounds {
                 }
                 guard isHandedOut(record.slot, slotsNext: slotsNext) else {
                     found = "chunk \(address) points to slot \(record.slot), beyond the \(slotsNext) slots handed out"
+                    return false
+                }
+                return true
+            }
+            guard found == nil else { return found }
+            try txn.scan(landing) { key, value in
+                guard let entry = try? LandingEntry(decodingLMDB: value) else {
+                    found = "landing entry \(Format.hex(key)) does not decode"
+                    return false
+                }
+                guard isHandedOut(entry.record.slot, slotsNext: slotsNext) else {
+                    found = "chunk \(entry.address.hex) points to slot \(entry.record.slot), beyond the \(slotsNext) slots handed out"
                     return false
                 }
                 return true

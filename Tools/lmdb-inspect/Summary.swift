@@ -93,7 +93,7 @@ struct SummaryReport: Encodable {
     }
 
     struct Payload: Encodable {
-        /// Chunk records summed (a scan of `chunks`).
+        /// Chunk records summed (a scan of `chunks` and `landing`).
         var chunks: Int
         var bytes: UInt64
         /// Records of `chunks` that do not decode (run `verify`).
@@ -202,12 +202,23 @@ struct SummaryReport: Encodable {
     /// not decode are counted, not fatal: a damaged store still gets its summary.
     static func payload(_ store: Store) throws -> Payload {
         let db = try store.environment.openDatabase(Schema.Name.chunks)
+        let landing = try store.environment.openDatabase(Schema.Name.landing)
         return try store.environment.read { txn in
             var p = Payload(chunks: 0, bytes: 0, undecodableRecords: 0, snapshotTransactionID: txn.id)
             try txn.scan(db) { _, value in
                 if let record = try? ChunkRecord(decodingLMDB: value) {
                     p.chunks += 1
                     p.bytes += UInt64(record.length)
+                } else {
+                    p.undecodableRecords += 1
+                }
+                return true
+            }
+            // Chunks not yet merged into `chunks`.
+            try txn.scan(landing) { _, value in
+                if let entry = try? LandingEntry(decodingLMDB: value) {
+                    p.chunks += 1
+                    p.bytes += UInt64(entry.record.length)
                 } else {
                     p.undecodableRecords += 1
                 }

@@ -168,6 +168,28 @@ func storedCount(_ dataDirectory: String) -> Int? {
     return try? store.count()
 }
 
+/// Counts a running node's chunks through one read-only open of its store, kept across polls
+/// (opening the environment for each poll cost the machine more than the count itself).
+struct StoredCounter {
+    let dataDirectory: String
+    private var store: Store?
+
+    init(dataDirectory: String) { self.dataDirectory = dataDirectory }
+
+    mutating func count() -> Int {
+        if store == nil {
+            guard Files.exists(dataDirectory + "/store/data.mdb") else { return 0 }
+            store = try? Store(directory: dataDirectory + "/store", options: Store.Options(readOnly: true))
+        }
+        return (try? store?.count()) ?? 0
+    }
+
+    mutating func close() {
+        store?.close()
+        store = nil
+    }
+}
+
 /// Every interval a client sealed for `server`'s bins covers only chunks the client holds.
 /// Returns the number of sealed bin IDs whose chunk the client lacks.
 func intervalViolations(server: String, client: String) throws -> (violations: Int, sealedChecked: Int) {
@@ -216,6 +238,13 @@ struct Sync2Node: ParsableCommand {
     @Option(help: "Give up after this many seconds of syncing.") var timeout: Double = 600
     @Option var seed: UInt64 = 1
     @Flag(help: "Keep the scratch directory.") var keep = false
+    @Option(help: ArgumentHelp("""
+        A's store before the nodes start: warm (read once into the page cache, as the peers' \
+        sources are: iroh's is in memory, libtorrent's file was just written) or cold (dropped \
+        from the page cache, so A serves from the disk).
+        """, valueName: "warm|cold")) var source: SourceCache = .warm
+
+    enum SourceCache: String, ExpressibleByArgument { case warm, cold }
 
     func run() throws {
         guard let total = parseByteSize(bytes) else { throw ValidationError("bad --bytes \(bytes)") }
@@ -227,19 +256,27 @@ struct Sync2Node: ParsableCommand {
         let dirA = scratch + "/a", dirB = scratch + "/b"
         Output.note("filling A with \(chunks) chunks …")
         _ = try fillNode(dataDirectory: dirA, chunks: chunks, seed: seed)
+        for file in ["data.mdb", "chunks.slots"] {
+            switch source {
+            case .warm: _ = Files.readThrough(dirA + "/store/" + file)
+            case .cold: Files.dropFromPageCache(dirA + "/store/" + file)
+            }
+        }
         let a = try NodeProcess.start("A", shoal: shoal, dataDirectory: dirA, peers: [])
         defer { if a.child.termination == nil { a.kill() } }
         let b = try NodeProcess.start("B", shoal: shoal, dataDirectory: dirB, peers: [a.listen])
         defer { if b.child.termination == nil { b.kill() } }
         let started = monotonicSeconds()
         var count = 0
+        var counter = StoredCounter(dataDirectory: dirB)
         while monotonicSeconds() - started < timeout {
             a.drain()
             b.drain()
-            count = storedCount(dirB) ?? 0
+            count = counter.count()
             if count >= chunks { break }
             usleep(5_000)
         }
+        counter.close()
         let seconds = monotonicSeconds() - started
         let (cpuA, rssA) = a.usage(), (cpuB, rssB) = b.usage()
         guard count >= chunks else { throw BenchError("B holds \(count) of \(chunks) chunks after \(timeout) s") }
