@@ -85,21 +85,22 @@ struct LandingChanges {
     var landingNext: UInt64 = 0
 }
 
-/// The `landing` entries of one read snapshot, scanned once on first need: how a process
-/// without a `LandingIndex` (a read-only open) finds chunks not yet merged.
-final class LandingSnapshot {
-    private var sequences: [ChunkAddress: UInt64]?
+/// The `landing` entries of one read snapshot, scanned on first need: how a process without a
+/// `LandingIndex` (a read-only open) finds chunks not yet merged. The last scan is kept by
+/// snapshot (transaction ID), so reads between the same two commits scan once.
+final class LandingSnapshot: Sendable {
+    private let last = Mutex<(transactionID: Int, sequences: [ChunkAddress: UInt64])?>(nil)
 
     func sequence(of address: ChunkAddress, txn: Transaction, tables: Store.Tables) throws -> UInt64? {
-        if sequences == nil {
-            var map: [ChunkAddress: UInt64] = [:]
-            try txn.scan(tables.landing) { seq, entry in
-                map[entry.address] = seq
-                return true
-            }
-            sequences = map
+        if let hit = last.withLock({ $0?.transactionID == txn.id ? $0?.sequences[address] : nil }) { return hit }
+        if last.withLock({ $0?.transactionID == txn.id }) { return nil }
+        var map: [ChunkAddress: UInt64] = [:]
+        try txn.scan(tables.landing) { seq, entry in
+            map[entry.address] = seq
+            return true
         }
-        return sequences![address]
+        last.withLock { $0 = (txn.id, map) }
+        return map[address]
     }
 }
 

@@ -47,6 +47,8 @@ public final class Store: @unchecked Sendable {
     let tables: Tables
     /// Address → `landing` sequence, kept by a writable store (nil when read-only).
     let landingIndex: LandingIndex?
+    /// How a read-only store finds `landing` entries (nil when writable).
+    let landingSnapshot: LandingSnapshot?
 
     struct Tables: Sendable {
         let meta: Database
@@ -135,7 +137,9 @@ public final class Store: @unchecked Sendable {
                                     readOnly: options.readOnly)
             if options.readOnly {
                 landingIndex = nil
+                landingSnapshot = LandingSnapshot()
             } else {
+                landingSnapshot = nil
                 let index = LandingIndex()
                 try environment.read { try index.rebuild(from: $0, tables: tables) }
                 landingIndex = index

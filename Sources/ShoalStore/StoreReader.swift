@@ -5,15 +5,9 @@ import ShoalCore
 public struct StoreReader {
     let store: Store
     let txn: Transaction
-    /// How a read-only open finds chunks not yet merged into `chunks` (a writable store has an index).
-    private let landing: LandingSnapshot?
     private var tables: Store.Tables { store.tables }
-
-    init(store: Store, txn: Transaction) {
-        self.store = store
-        self.txn = txn
-        landing = store.landingIndex == nil ? LandingSnapshot() : nil
-    }
+    /// How a read-only open finds chunks not yet merged into `chunks` (a writable store has an index).
+    private var landing: LandingSnapshot? { store.landingSnapshot }
 
     /// The LMDB snapshot this reader sees.
     public var transactionID: Int { txn.id }

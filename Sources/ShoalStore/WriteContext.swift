@@ -40,7 +40,7 @@ struct WriteContext {
                 try index.rebuild(from: txn, tables: store.tables)
             }
         } else {
-            landingSnapshot = LandingSnapshot()
+            landingSnapshot = store.landingSnapshot
         }
         // A retried transaction (the map grew) stages its payloads again from the start.
         store.slotFile.discardStaged()
