@@ -41,6 +41,7 @@ final class LandingIndex: Sendable {
     /// Replaces the map with every entry of `landing` in `txn`'s snapshot.
     func rebuild(from txn: Transaction, tables: Store.Tables) throws {
         var sequences: [ChunkAddress: UInt64] = [:]
+        sequences.reserveCapacity(try txn.count(tables.landing) * 2)
         try txn.scan(tables.landing) { seq, entry in
             sequences[entry.address] = seq
             return true
@@ -56,6 +57,7 @@ final class LandingIndex: Sendable {
     /// A write transaction committed: what it added, what it removed, and `landing_next` after.
     func committed(_ changes: LandingChanges, transactionID: Int) {
         state.withLock { s in
+            s.sequences.reserveCapacity(s.sequences.count + changes.added.count)
             for (address, seq) in changes.added { s.sequences[address] = seq }
             if !changes.removed.isEmpty { s.retired.append((transactionID, changes.removed)) }
             s.landingNext = changes.landingNext

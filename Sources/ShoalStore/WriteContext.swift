@@ -50,6 +50,8 @@ struct WriteContext {
     mutating func apply(_ batch: StoreBatch) throws -> BatchResult {
         var result = BatchResult()
         result.stored.reserveCapacity(batch.chunks.count)
+        landedHere.reserveCapacity(landedHere.count + batch.chunks.count)
+        landingChanges.added.reserveCapacity(landingChanges.added.count + batch.chunks.count)
         for chunk in batch.chunks {
             if let stored = try store(chunk) {
                 result.stored.append(stored)
