@@ -25,6 +25,8 @@ public final class Node: Service, Sendable {
     private let context: NodeContext
     private let logger: Logger
     private let state = Mutex(RunState())
+    /// Held from `init` until `close()` (or until the node is released).
+    private let lock: Mutex<DataDirectoryLock?>
 
     private struct RunState {
         var listeningPort: Int?
@@ -38,6 +40,8 @@ public final class Node: Service, Sendable {
         if mkdir(configuration.dataDirectory, 0o700) != 0 && errno != EEXIST {
             throw StoreError(.system, "cannot create data directory \(configuration.dataDirectory): \(String(cString: strerror(errno)))")
         }
+        let lock = try DataDirectoryLock(directory: configuration.dataDirectory)
+        self.lock = Mutex(lock)
         identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, networkID: configuration.networkID)
         store = try Store(directory: configuration.storeDirectory,
                           options: Store.Options(overlay: identity.overlay, capacityChunks: configuration.capacityChunks))
@@ -65,6 +69,10 @@ public final class Node: Service, Sendable {
             await self.serve(connection)
         }
         state.withLock { $0.listeningPort = listener.localPort }
+        if configuration.listenPort == 0 {
+            // Bound to an ephemeral port: peers learn the real one from our hello.
+            try transport.advertise(["\(configuration.listenHost):\(listener.localPort)"])
+        }
         logger.info("listening", metadata: ["listen.address": "\(configuration.listenHost):\(listener.localPort)"])
 
         await withGracefulShutdownHandler {
@@ -95,10 +103,12 @@ public final class Node: Service, Sendable {
         logger.info("stopped")
     }
 
-    /// Closes the store; call after `run()` returned (or if it never ran).
+    /// Closes the store and releases the data directory; call after `run()` returned (or if
+    /// it never ran).
     public func close() {
         writer.stop()
         store.close()
+        lock.withLock { $0 = nil }
     }
 
     private func beginShutdown() {
@@ -111,6 +121,12 @@ public final class Node: Service, Sendable {
         while !isShuttingDown && !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
         }
+    }
+
+    /// When `overlay` is banned (its `peers` record says so), until when, in ms since 1970.
+    private func bannedUntil(_ overlay: OverlayAddress) -> UInt64? {
+        guard let record = try? store.read({ try $0.peer(overlay) }), record.banUntilMs > Store.wallClockMs() else { return nil }
+        return record.banUntilMs
     }
 
     private func keepDialling(_ address: String, transport: Transport) async {
@@ -153,6 +169,13 @@ public final class Node: Service, Sendable {
         let channel = connection.channel.channel
         do {
             try await connection.channel.executeThenClose { inbound, outbound in
+                if let until = bannedUntil(peer.overlay) {
+                    let seconds = (until - Store.wallClockMs()) / 1000 + 1
+                    logger.info("refusing a banned peer", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
+                                                                    "peer.address": "\(peer.remoteAddress)", "ban.seconds": "\(seconds)"])
+                    try? await outbound.write(.goodbye(Goodbye(reason: .banned, message: "banned for \(seconds) s")))
+                    return
+                }
                 let session = PeerSession(peer: peer, context: context, outbound: outbound,
                                           close: { channel.close(promise: nil) })
                 // One session per peer: of two connections between the same nodes, the one the
@@ -173,6 +196,7 @@ public final class Node: Service, Sendable {
                     try? await outbound.write(.goodbye(Goodbye(reason: .tooManyPeers, message: "already connected")))
                     return
                 }
+                await session.persistPeerRecord()
                 if let displaced { await displaced.goodbye(.tooManyPeers, "replaced by another connection") }
                 logger.info("peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])

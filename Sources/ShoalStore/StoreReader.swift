@@ -120,6 +120,10 @@ public struct StoreReader {
         try collect(tables.fetch, limit: limit)
     }
 
+    public func peer(_ overlay: OverlayAddress) throws -> PeerRecord? {
+        try txn.get(tables.peers, overlay)
+    }
+
     public func peers(limit: Int = .max) throws -> [(overlay: OverlayAddress, record: PeerRecord)] {
         try collect(tables.peers, limit: limit)
     }

@@ -32,16 +32,14 @@ struct Daemon {
             logger.warning("the HTTP API listens on \(settings.api) and has no authentication: anyone who can reach it can upload")
         }
         let node: Node
-        let lock: DataDirectoryLock
         do {
             try makeDirectories(settings.dataDirectory)
-            lock = try DataDirectoryLock(directory: settings.dataDirectory)
+            // The node locks the data directory (DATA/shoal.lock) for as long as it is open.
             node = try Node(configuration: settings.nodeConfiguration(), logger: logger)
         } catch {
             Terminal.err("shoal: cannot open data directory \(settings.dataDirectory): \(error)")
             throw ExitCode.failure
         }
-        defer { lock.release() }
 
         let apiPort = PortBox()
         var apiLogger = logger
@@ -140,43 +138,5 @@ func makeDirectories(_ path: String) throws(DaemonError) {
         if mkdir(prefix, mode) != 0 && errno != EEXIST {
             throw DaemonError("cannot create \(prefix): \(String(cString: strerror(errno)))")
         }
-    }
-}
-
-/// One `shoal` per data directory: an exclusive `flock` on `<data dir>/shoal.lock`, held until
-/// the process exits. Two nodes on one store would both write it and both claim its identity.
-///
-/// `flock` locks are apart from the POSIX record locks LMDB takes on `lock.mdb`, so neither
-/// disturbs the other, and the kernel drops this one when the process dies, even by `kill -9`.
-final class DataDirectoryLock {
-    private var fd: Int32
-
-    init(directory: String) throws(DaemonError) {
-        let path = directory + "/shoal.lock"
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw DaemonError("cannot open \(path): \(String(cString: strerror(errno)))") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let reason = errno == EWOULDBLOCK ? "in use by another shoal process\(DataDirectoryLock.holder(fd))"
-                                              : String(cString: strerror(errno))
-            close(fd)
-            throw DaemonError("\(path): \(reason)")
-        }
-        // The holder's pid, for the message another start prints.
-        let pid = Array("\(getpid())\n".utf8)
-        _ = ftruncate(fd, 0)
-        _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
-    }
-
-    private static func holder(_ fd: Int32) -> String {
-        var buffer = [UInt8](repeating: 0, count: 32)
-        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
-        guard n > 0, let pid = Int(String(decoding: buffer[..<n], as: UTF8.self).filter(\.isNumber)) else { return "" }
-        return " (pid \(pid))"
-    }
-
-    func release() {
-        guard fd >= 0 else { return }
-        close(fd)
-        fd = -1
     }
 }

@@ -11,10 +11,13 @@ final class RunningNode: @unchecked Sendable {
     private(set) var node: Node
     private var task: Task<Void, Error>?
 
-    init(name: String, peers: [String] = [], directory: String? = nil) throws {
+    init(name: String, peers: [String] = [], directory: String? = nil,
+         configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
         self.directory = directory ?? FileManager.default.temporaryDirectory
             .appendingPathComponent("node-\(name)-\(UUID().uuidString)").path
-        node = try Node(configuration: RunningNode.configuration(self.directory, peers: peers), logger: RunningNode.logger(name))
+        var configuration = RunningNode.configuration(self.directory, peers: peers)
+        configure(&configuration)
+        node = try Node(configuration: configuration, logger: RunningNode.logger(name))
     }
 
     static func configuration(_ directory: String, peers: [String]) -> NodeConfiguration {

@@ -26,5 +26,9 @@ public struct PeerStatus: Sendable, Equatable, Codable {
     public var epoch: UInt64
     public var bins: [BinSyncStatus]
     public var faults: Int
+    /// Score change in this session not yet written to the peer's record.
     public var score: Int
+    /// Milliseconds our deliveries to this peer waited for its serving budget
+    /// (`SessionLimits.servedChunksPerSecondMax`).
+    public var serveWaitedMs: UInt64
 }

@@ -19,6 +19,13 @@ public struct SessionLimits: Sendable {
     public var pingIntervalMs: UInt64 = 5_000
     /// …and the connection is closed after this long without hearing anything.
     public var idleTimeoutMs: UInt64 = 30_000
+    /// Chunks served to one peer per second, at most (a token bucket holding one second's
+    /// worth). Beyond it, deliveries to that peer wait; other peers are not slowed. The default,
+    /// 131,072 (512 MiB/s), is about twice what one peer pulls here at full speed.
+    public var servedChunksPerSecondMax = 131_072
+    /// A peer dropped for a protocol violation is refused for this long (kept in `peers`, so
+    /// a restart does not forget it).
+    public var banMs: UInt64 = 10 * 60_000
     /// Requests the server side accepts from one peer at once: a live and a history request
     /// per bin, plus slack.
     public var serverRequestsMax = 2 * Proximity.binCount + 8
@@ -47,6 +54,13 @@ actor PeerSession {
     private var windowsLeft: [Int: Int] = [:]
     private var faults = 0
     private var score = 0
+    /// Set when a fault dropped the peer: the ban is persisted as the session ends.
+    private var bannedForFault: PeerFault?
+    /// The serving budget: chunks we may still deliver now, and when it was last topped up.
+    private var serveTokens: Double
+    private var serveToppedUpMs: UInt64 = 0
+    /// Milliseconds deliveries to this peer waited for the budget.
+    private var serveWaitedMs: UInt64 = 0
     private var closing = false
     private var lastHeardMs: UInt64 = 0
     private var lastPingMs: UInt64 = 0
@@ -68,6 +82,7 @@ actor PeerSession {
         logger[metadataKey: "peer.address"] = "\(peer.remoteAddress)"
         self.logger = logger
         self.startedAt = clock.now
+        serveTokens = Double(context.limits.servedChunksPerSecondMax)
     }
 
     private var now: UInt64 {
@@ -102,15 +117,17 @@ actor PeerSession {
             closing = true
             group.cancelAll()
         }
-        end()
+        await end()
     }
 
     private func log(_ level: Logger.Level, _ message: String) {
         logger.log(level: level, "\(message)")
     }
 
-    /// Everything this session claimed is given up; the node forgets it.
-    private func end() {
+    /// Everything this session claimed is given up; the node forgets it. The peer's score
+    /// (and a ban, if a fault dropped it) goes to its `peers` record.
+    private func end() async {
+        await persistPeerRecord()
         for slot in streams.keys.sorted() {
             guard var stream = streams[slot] else { continue }
             let actions = stream.cancel()
@@ -392,6 +409,7 @@ actor PeerSession {
                     messages.append(.streamError(StreamError(ruid: ruid, code: .overloaded, message: "store read failed")))
                 }
             case .deliver(let ruid, let addresses):
+                if await !takeServeBudget(addresses.count) { return }
                 messages += deliver(ruid: ruid, addresses: addresses)
             case .fault(let fault):
                 await send(messages)
@@ -401,6 +419,27 @@ actor PeerSession {
         }
         server.checkInvariants()
         await send(messages)
+    }
+
+    /// Takes `count` chunks from the serving budget, waiting (this peer only) until the bucket
+    /// holds them. False when the session closed meanwhile.
+    private func takeServeBudget(_ count: Int) async -> Bool {
+        let rate = Double(context.limits.servedChunksPerSecondMax)
+        guard rate > 0 else { return true }
+        let needed = min(Double(count), rate)
+        while true {
+            let now = self.now
+            serveTokens = min(rate, serveTokens + Double(now - serveToppedUpMs) * rate / 1000)
+            serveToppedUpMs = now
+            if serveTokens >= needed {
+                serveTokens -= needed
+                return true
+            }
+            let waitMs = UInt64(((needed - serveTokens) / rate * 1000).rounded(.up))
+            serveWaitedMs += waitMs
+            try? await Task.sleep(for: .milliseconds(Int64(waitMs)))
+            if closing { return false }
+        }
     }
 
     private func deliver(ruid: RequestID, addresses: [ChunkAddress]) -> [Message] {
@@ -431,10 +470,32 @@ actor PeerSession {
         faults += 1
         score -= fault.dropsPeer ? 10 : 1
         if fault.dropsPeer {
-            log(.warning, "dropping peer: \(fault)")
+            bannedForFault = bannedForFault ?? fault
+            log(.warning, "dropping peer for \(context.limits.banMs / 1000) s: \(fault)")
             await goodbye(.protocolViolation, "\(fault)")
         } else {
             log(.info, "peer penalised: \(fault)")
+        }
+    }
+
+    /// Writes the peer's record: where it can be reached, when it was last seen, its score
+    /// (added to what earlier sessions left) and, after a dropping fault, until when it is banned.
+    func persistPeerRecord() async {
+        let nowMs = Store.wallClockMs()
+        do {
+            let previous = try context.store.read { try $0.peer(peer.overlay) }
+            var addresses = peer.listenAddresses.filter { !$0.hasSuffix(":0") }
+            if peer.outbound && !addresses.contains(peer.remoteAddress) { addresses.insert(peer.remoteAddress, at: 0) }
+            if addresses.isEmpty { addresses = previous?.addresses ?? [] }
+            var record = PeerRecord(addresses: addresses, lastSeenMs: nowMs,
+                                    score: (previous?.score ?? 0) + Int64(score), banUntilMs: previous?.banUntilMs ?? 0)
+            if bannedForFault != nil { record.banUntilMs = max(record.banUntilMs, nowMs + context.limits.banMs) }
+            var batch = StoreBatch()
+            batch.peerUpserts = [(peer.overlay, record)]
+            _ = try await context.writer.apply(batch)
+            score = 0  // now counted in the record
+        } catch {
+            log(.error, "cannot record the peer: \(error)")
         }
     }
 
@@ -442,7 +503,8 @@ actor PeerSession {
 
     func snapshot() -> PeerStatus {
         PeerStatus(overlay: peer.overlay.hex, address: peer.remoteAddress, outbound: peer.outbound, epoch: peerEpoch,
-                   bins: status.keys.sorted().compactMap { status[$0] }, faults: faults, score: score)
+                   bins: status.keys.sorted().compactMap { status[$0] }, faults: faults, score: score,
+                   serveWaitedMs: serveWaitedMs)
     }
 
     /// True when every history stream has finished (the peer's bins up to its cursors are ours).

@@ -140,9 +140,12 @@ public final class Transport: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let tls: Mutex<TLSContexts?> = Mutex(nil)
+    /// What our hello announces; starts as the configuration's, may be set once the port is known.
+    private let advertised: Mutex<[String]>
 
     public init(configuration: TransportConfiguration, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
+        advertised = Mutex(configuration.advertisedAddresses)
         self.group = group
         var logger = logger
         if logger[metadataKey: "node.overlay"] == nil {
@@ -150,6 +153,18 @@ public final class Transport: Sendable {
         }
         self.logger = logger
     }
+
+    /// The addresses our hellos announce from now on (for example, once a listener bound to
+    /// port 0 knows its port). Checked as `TransportConfiguration.validate` checks them.
+    public func advertise(_ addresses: [String]) throws(TransportError) {
+        var check = configuration
+        check.advertisedAddresses = addresses
+        try check.validate()
+        advertised.withLock { $0 = addresses }
+    }
+
+    /// The addresses our hellos announce.
+    public var advertisedAddresses: [String] { advertised.withLock { $0 } }
 
     /// Binds and accepts until the returned listener is closed.
     ///
@@ -303,7 +318,7 @@ public final class Transport: Sendable {
             let contexts = try self.contexts()
             let machine = HandshakeMachine(
                 identity: configuration.identity, epoch: configuration.epoch,
-                listenAddresses: configuration.advertisedAddresses, agent: configuration.agent,
+                listenAddresses: advertisedAddresses, agent: configuration.agent,
                 nonce: Self.freshNonce())
             let handshake = HandshakeHandler(
                 machine: machine,

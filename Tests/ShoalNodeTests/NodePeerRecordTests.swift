@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+import NIOPosix
+import ShoalCore
+import ShoalStore
+import Testing
+
+@testable import ShoalNode
+
+/// The data-directory lock, peer records with the ports peers really listen on, and bans.
+@Suite(.serialized)
+struct NodePeerRecordTests {
+    @Test func aDataDirectoryIsOpenedByOneNodeAtATime() throws {
+        let a = try RunningNode(name: "lock")
+        let configuration = RunningNode.configuration(a.directory, peers: [])
+        #expect(throws: DataDirectoryLockError.self) { _ = try Node(configuration: configuration) }
+        a.node.close()
+        let again = try Node(configuration: configuration)
+        again.close()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func peersAreRecordedWithThePortsTheyListenOn() async throws {
+        let a = try RunningNode(name: "a")
+        let addressA = try await a.start()
+        let b = try RunningNode(name: "b", peers: [addressA])
+        let addressB = try await b.start()
+        // Both listen on port 0; each learns the other's real port (from the hello, or as dialled).
+        try await eventually(20, "A records B") {
+            try a.node.store.read { try $0.peer(b.node.overlay) }?.addresses == [addressB]
+        }
+        try await eventually(20, "B records A") {
+            try b.node.store.read { try $0.peer(a.node.overlay) }?.addresses.first == addressA
+        }
+        let record = try #require(try a.node.store.read { try $0.peer(b.node.overlay) })
+        #expect(record.lastSeenMs > 0)
+        #expect(record.banUntilMs == 0)
+        await b.stop()
+        await a.stop()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func servingIsLimitedPerPeer() async throws {
+        let a = try RunningNode(name: "a") { $0.session.servedChunksPerSecondMax = 200 }
+        let addressA = try await a.start()
+        let chunks = randomChunks(600, seed: 21)
+        for chunk in chunks { try await a.node.upload(chunk) }
+        let started = ContinuousClock.now
+        let b = try RunningNode(name: "b", peers: [addressA])
+        _ = try await b.start()
+        try await eventually(30, "B holds A's chunks") { try b.node.store.count() == chunks.count }
+        // 200 from the full bucket at once, then 400 at 200 a second.
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed >= .milliseconds(1500), "\(elapsed)")
+        let waited = await a.node.peers().map(\.serveWaitedMs).reduce(0, +)
+        #expect(waited >= 1000, "A's deliveries waited \(waited) ms")
+        await b.stop()
+        await a.stop()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aPeerThatBreaksTheProtocolIsBannedAndRefusedOnReturn() async throws {
+        let a = try RunningNode(name: "a")
+        let addressA = try await a.start()
+        let port = try #require(Int(addressA.split(separator: ":").last!))
+        var configuration = TransportConfiguration(identity: seededIdentity(seed: 77, networkID: a.node.configuration.networkID), epoch: 1)
+        configuration.handshakeTimeout = .seconds(5)
+        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
+                              logger: RunningNode.logger("rogue"))
+
+        // A delivery for a request A never made: a protocol violation, so A drops and bans us.
+        let first = try await rogue.dial(host: "127.0.0.1", port: port)
+        try await first.channel.executeThenClose { inbound, outbound in
+            try await outbound.write(.chunkDelivery(ChunkDelivery(ruid: 999, chunks: [DeliveredChunk(span: 1, payload: [1])])))
+            var messages = inbound.makeAsyncIterator()
+            var goodbye: Goodbye?
+            while goodbye == nil, let message = try await messages.next() {
+                if case .goodbye(let g) = message { goodbye = g }
+            }
+            #expect(goodbye?.reason == .protocolViolation)
+        }
+        let overlay = configuration.identity.overlay
+        try await eventually(10, "the ban is recorded") {
+            (try a.node.store.read { try $0.peer(overlay) }?.banUntilMs ?? 0) > Store.wallClockMs()
+        }
+        let record = try #require(try a.node.store.read { try $0.peer(overlay) })
+        #expect(record.score < 0)
+
+        // Back again: refused before anything else is said.
+        let second = try await rogue.dial(host: "127.0.0.1", port: port)
+        try await second.channel.executeThenClose { inbound, _ in
+            var messages = inbound.makeAsyncIterator()
+            let message = try await messages.next()
+            guard case .goodbye(let goodbye) = message else {
+                Issue.record("expected a goodbye, got \(String(describing: message))")
+                return
+            }
+            #expect(goodbye.reason == .banned)
+        }
+        await a.stop()
+    }
+}
