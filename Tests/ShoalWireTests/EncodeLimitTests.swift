@@ -31,7 +31,7 @@ enum Unsendable {
     static let cases: [UnsendableCase] = [
         .init("offer of 200 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 200, addresses: .init(repeating: .zero, count: 200))), .countOutOfRange),
         .init("offer of 129 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 129, addresses: .init(repeating: .zero, count: 129))), .countOutOfRange),
-        .init("delivery of 17 chunks", delivery(.init(repeating: 1, count: 17)), .countOutOfRange),
+        .init("delivery of 65 chunks", delivery(.init(repeating: 1, count: ProtocolLimits.deliveryChunksMax + 1)), .countOutOfRange),
         .init("delivery of no chunks", delivery([]), .countOutOfRange),
         .init("chunk with an empty payload", delivery([5, 0]), .invalidChunkSize),
         .init("chunk with a 4097-byte payload", delivery([4097]), .invalidChunkSize),

@@ -95,7 +95,7 @@ enum Malformed {
         .init("bitvector of 4 bytes carrying 2", frame(type: t.wanted, payload: be32(7) + be16(4) + [1, 2]), .countExceedsPayload),
         .init("offer of 129 addresses", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(129)), .countOutOfRange),
         .init("offer of 65535 addresses", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(0xffff)), .countOutOfRange),
-        .init("delivery of 17 chunks", frame(type: t.delivery, payload: be32(7) + be16(17) + oneChunk), .countOutOfRange),
+        .init("delivery of 65 chunks", frame(type: t.delivery, payload: be32(7) + be16(65) + oneChunk), .countOutOfRange),
         .init("delivery of no chunks", frame(type: t.delivery, payload: be32(7) + be16(0)), .countOutOfRange),
         .init("stream-info request announcing 33 bins", frame(type: t.infoReq, payload: be16(33) + [1, 2, 3]), .countOutOfRange),
         .init("stream-info request carrying 33 bins (more than the type's largest payload)",

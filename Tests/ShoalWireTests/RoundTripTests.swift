@@ -35,7 +35,7 @@ struct RoundTripTests {
             .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 128, addresses: .init(repeating: Golden.addressB, count: 128))),
             .wantedHashes(WantedHashes(ruid: 1, wanted: .init(repeating: true, count: 128))),
             .chunkDelivery(ChunkDelivery(ruid: 1, chunks: .init(
-                repeating: DeliveredChunk(span: .max, payload: .init(repeating: 0x5a, count: Chunk.payloadMax)), count: 16))),
+                repeating: DeliveredChunk(span: .max, payload: .init(repeating: 0x5a, count: Chunk.payloadMax)), count: ProtocolLimits.deliveryChunksMax))),
             .streamError(StreamError(ruid: 1, code: .shuttingDown, message: String(repeating: "m", count: 256))),
         ]
         for message in atLimits {
@@ -50,7 +50,7 @@ struct RoundTripTests {
         for type in MessageType.allCases {
             #expect(WireFormat.headerBytes + type.payloadBytesMax <= ProtocolLimits.frameBytesMax)
         }
-        #expect(MessageType.chunkDelivery.payloadBytesMax == 65_702)
+        #expect(MessageType.chunkDelivery.payloadBytesMax == 262_790)  // 6 + 64 × (2 + 8 + 4096)
     }
 
     @Test("a delivered chunk carries Chunk.serialized, so its address is the hash of the bytes received")
