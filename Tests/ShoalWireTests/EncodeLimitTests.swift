@@ -29,8 +29,8 @@ enum Unsendable {
     }
 
     static let cases: [UnsendableCase] = [
-        .init("offer of 200 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 200, addresses: .init(repeating: .zero, count: 200))), .countOutOfRange),
-        .init("offer of 129 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 129, addresses: .init(repeating: .zero, count: 129))), .countOutOfRange),
+        .init("offer of 400 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 400, addresses: .init(repeating: .zero, count: 400))), .countOutOfRange),
+        .init("offer of 257 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 257, addresses: .init(repeating: .zero, count: 257))), .countOutOfRange),
         .init("delivery of 65 chunks", delivery(.init(repeating: 1, count: ProtocolLimits.deliveryChunksMax + 1)), .countOutOfRange),
         .init("delivery of no chunks", delivery([]), .countOutOfRange),
         .init("chunk with an empty payload", delivery([5, 0]), .invalidChunkSize),
@@ -49,9 +49,9 @@ enum Unsendable {
         .init("stream-info response cursor of bin 32", .streamInfoResponse(StreamInfoResponse(epoch: 1, cursors: [.init(bin: 32, cursor: 1)])), .invalidBin),
         .init("getRange of bin 32", .getRange(GetRange(ruid: 1, bin: 32, from: 1, to: nil, limit: 1)), .invalidBin),
         .init("getRange limit 0", .getRange(GetRange(ruid: 1, bin: 1, from: 1, to: nil, limit: 0)), .invalidValue),
-        .init("getRange limit 129", .getRange(GetRange(ruid: 1, bin: 1, from: 1, to: 2, limit: 129)), .invalidValue),
+        .init("getRange limit 257", .getRange(GetRange(ruid: 1, bin: 1, from: 1, to: 2, limit: 257)), .invalidValue),
         .init("getRange from above to", .getRange(GetRange(ruid: 1, bin: 1, from: 3, to: 2, limit: 1)), .invalidValue),
-        .init("bitvector of 17 bytes", .wantedHashes(WantedHashes(ruid: 1, wanted: .init(repeating: true, count: 129))), .countOutOfRange),
+        .init("bitvector of 33 bytes", .wantedHashes(WantedHashes(ruid: 1, wanted: .init(repeating: true, count: 257))), .countOutOfRange),
     ]
 }
 

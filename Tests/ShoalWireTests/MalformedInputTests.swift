@@ -93,7 +93,7 @@ enum Malformed {
         .init("stream-info request of 3 bins carrying 2", frame(type: t.infoReq, payload: be16(3) + [1, 2]), .countExceedsPayload),
         .init("chunk of 11 bytes carrying 5", frame(type: t.delivery, payload: be32(7) + be16(1) + be16(11) + [1, 2, 3, 4, 5]), .countExceedsPayload),
         .init("bitvector of 4 bytes carrying 2", frame(type: t.wanted, payload: be32(7) + be16(4) + [1, 2]), .countExceedsPayload),
-        .init("offer of 129 addresses", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(129)), .countOutOfRange),
+        .init("offer of 257 addresses", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(257)), .countOutOfRange),
         .init("offer of 65535 addresses", frame(type: t.offer, payload: be32(7) + be64(1) + be64(2) + be16(0xffff)), .countOutOfRange),
         .init("delivery of 65 chunks", frame(type: t.delivery, payload: be32(7) + be16(65) + oneChunk), .countOutOfRange),
         .init("delivery of no chunks", frame(type: t.delivery, payload: be32(7) + be16(0)), .countOutOfRange),
@@ -102,7 +102,7 @@ enum Malformed {
               frame(type: t.infoReq, payload: be16(33) + .init(repeating: 1, count: 33)), .frameTooLarge),
         .init("stream-info response of 33 cursors", frame(type: t.infoRes, payload: be64(1) + be16(33)), .countOutOfRange),
         .init("hello with 9 listen addresses", frame(type: t.hello, payload: helloFixed + be16(9)), .countOutOfRange),
-        .init("bitvector of 17 bytes", frame(type: t.wanted, payload: be32(7) + be16(17) + .init(repeating: 0xff, count: 16)), .countOutOfRange),
+        .init("bitvector of 33 bytes", frame(type: t.wanted, payload: be32(7) + be16(33) + .init(repeating: 0xff, count: 32)), .countOutOfRange),
     ]
 
     static let chunkCases: [MalformedCase] = [
@@ -150,7 +150,7 @@ enum Malformed {
         .init("getRange flags 0x81", frame(type: t.range, payload: getRange(flags: 0x81) + be64(9)), .invalidValue),
         .init("getRange from above to", frame(type: t.range, payload: getRange(from: 10, to: 9)), .invalidValue),
         .init("getRange limit 0", frame(type: t.range, payload: getRange(limit: 0)), .invalidValue),
-        .init("getRange limit 129", frame(type: t.range, payload: getRange(limit: 129)), .invalidValue),
+        .init("getRange limit 257", frame(type: t.range, payload: getRange(limit: 257)), .invalidValue),
         .init("live getRange limit 0xffff", frame(type: t.range, payload: getRange(flags: 0, limit: 0xffff)), .invalidValue),
     ]
 }

@@ -72,7 +72,8 @@ struct EmbeddedPipelineTests {
     @Test("an unsendable message fails its write and sends nothing")
     func unsendableOutbound() throws {
         let channel = try makeChannel()
-        let offer = Message.offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 200, addresses: .init(repeating: .zero, count: 200)))
+        let count = ProtocolLimits.offerBatchMax + 1
+        let offer = Message.offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: UInt64(count), addresses: .init(repeating: .zero, count: count)))
         let error = #expect(throws: WireError.self) { try channel.writeOutbound(offer) }
         #expect(error?.code == .countOutOfRange)
         #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)

@@ -32,8 +32,9 @@ struct RoundTripTests {
             .streamInfoRequest(StreamInfoRequest(bins: (0...31).map(UInt8.init))),
             .streamInfoResponse(StreamInfoResponse(epoch: 1, cursors: (0...31).map { .init(bin: UInt8($0), cursor: .max) })),
             .getRange(GetRange(ruid: .max, bin: 31, from: .max, to: .max, limit: 128)),
-            .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 128, addresses: .init(repeating: Golden.addressB, count: 128))),
-            .wantedHashes(WantedHashes(ruid: 1, wanted: .init(repeating: true, count: 128))),
+            .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: UInt64(ProtocolLimits.offerBatchMax),
+                                         addresses: .init(repeating: Golden.addressB, count: ProtocolLimits.offerBatchMax))),
+            .wantedHashes(WantedHashes(ruid: 1, wanted: .init(repeating: true, count: ProtocolLimits.offerBatchMax))),
             .chunkDelivery(ChunkDelivery(ruid: 1, chunks: .init(
                 repeating: DeliveredChunk(span: .max, payload: .init(repeating: 0x5a, count: Chunk.payloadMax)), count: ProtocolLimits.deliveryChunksMax))),
             .streamError(StreamError(ruid: 1, code: .shuttingDown, message: String(repeating: "m", count: 256))),
