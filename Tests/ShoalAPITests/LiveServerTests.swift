@@ -60,11 +60,13 @@ func withLiveAPI(_ node: Node, _ body: @Sendable (Int) async throws -> Void) asy
     let app = makeAPIApplication(node: node, host: "127.0.0.1", port: 0, logger: logger) { recorder.record($0) }
     let server = Task { try await app.run() }
     defer { server.cancel() }
-    let deadline = ContinuousClock.now + .seconds(10)
+    // Generous: in a full parallel run, synchronous store tests can hold both threads of the
+    // cooperative pool (2 cores) for seconds, and the server needs the pool to start.
+    let deadline = ContinuousClock.now + .seconds(60)
     while recorder.port == nil && ContinuousClock.now < deadline {
         try await Task.sleep(for: .milliseconds(10))
     }
-    try await body(try #require(recorder.port, "the API did not report a port within 10 s"))
+    try await body(try #require(recorder.port, "the API did not report a port within 60 s"))
     server.cancel()
     _ = await server.result
 }

@@ -41,7 +41,9 @@ final class RunningNode: @unchecked Sendable {
     func start() async throws -> String {
         let node = self.node
         task = Task { try await node.run() }
-        let deadline = ContinuousClock.now + .seconds(10)
+        // Generous for the same reason as the API tests: a full parallel run can hold the
+        // cooperative pool's two threads for seconds.
+        let deadline = ContinuousClock.now + .seconds(60)
         while node.listeningPort == nil {
             guard ContinuousClock.now < deadline else { throw TestTimeout("node did not start listening") }
             try await Task.sleep(for: .milliseconds(10))

@@ -99,7 +99,7 @@ struct LandingTests {
         let writer = StoreWriter(store: t.store, limits: limits)
         defer { writer.stop() }
         _ = try await writer.apply(StoreBatch(chunks: t.chunks.next(10, size: 64)))
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(30)
         while try t.store.read({ try $0.landingCount() }) > 0 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
         }
