@@ -90,10 +90,12 @@ struct InspectTests {
         #expect(r.length == UInt16(chunk.payload.count))
         #expect(r.payloadHex == hex(chunk.payload))
         #expect(r.problems.isEmpty)
+        #expect(r.table == Schema.Name.landing, "the fixture's chunks are not merged yet")
 
         let text = try await f.inspect(["chunk", f.path, chunk.address.hex.uppercased()])
         #expect(text.status == 0)
         #expect(text.stdout.contains("intact"))
+        #expect(text.stdout.contains("not merged into `chunks` yet"))
     }
 
     @Test func anAbsentChunkExitsOneAndShowsItsFetchEntry() async throws {
@@ -798,6 +800,7 @@ struct ChunkJSON: Decodable {
     var slot: UInt64?
     var intact: Bool?
     var indexed: Bool?
+    var table: String?
     var problems: [String]
     var fetch: FetchJSON?
     var payloadHex: String?

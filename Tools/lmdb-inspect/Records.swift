@@ -122,6 +122,8 @@ struct ChunkCommand: ParsableCommand {
         var intact: Bool?
         /// `pull` holds (bin, bin ID) → this address.
         var indexed: Bool?
+        /// Which table holds the record: `landing` (not merged yet) or `chunks`.
+        var table: String?
         var problems: [String] = []
         /// When absent: the fetch-set entry, if the node still wants the chunk.
         var fetch: FetchEntry?
@@ -166,6 +168,7 @@ struct ChunkCommand: ParsableCommand {
         }
         r.present = true
         (r.bin, r.binID, r.span, r.length, r.slot) = (Int(record.bin), record.binID, record.span, record.length, record.slot)
+        r.table = try reader.isLanded(address) ? Schema.Name.landing : Schema.Name.chunks
         let indexed = try reader.range(bin: Int(record.bin), from: record.binID, limit: 1).first
         r.indexed = indexed?.binID == record.binID && indexed?.address == address
         if r.indexed == false {
@@ -221,6 +224,7 @@ struct ChunkCommand: ParsableCommand {
             lines.append("span      \(span)")
             lines.append("length    \(length)")
             lines.append("slot      \(slot)" + (r.slotOffset.map { " (offset \($0) in \(Schema.slotFileName))" } ?? ""))
+            lines.append("record    in `\(r.table ?? "?")`" + (r.table == Schema.Name.landing ? " (not merged into `chunks` yet)" : ""))
             lines.append("indexed   \(r.indexed == true ? "yes" : "no")")
             lines.append("hash      \(r.intact == true ? "intact: the payload re-hashes to the address" : "DAMAGED")")
         }
