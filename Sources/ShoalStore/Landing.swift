@@ -34,8 +34,6 @@ final class LandingIndex: Sendable {
         state.withLock { $0.sequences[address] }
     }
 
-    var count: Int { state.withLock { $0.sequences.count } }
-
     var landingNext: UInt64 { state.withLock { $0.landingNext } }
 
     /// Replaces the map with every entry of `landing` in `txn`'s snapshot.

@@ -23,9 +23,6 @@ struct WriteContext {
     /// Entries this transaction added to `landing`, by address (not yet in the shared index).
     private var landedHere: [ChunkAddress: UInt64] = [:]
     private(set) var landingCount: Int
-    /// For a store whose index cannot be trusted for this transaction (none, or another
-    /// process wrote since): a scan of `landing` on first need.
-    private var landingSnapshot: LandingSnapshot?
 
     init(store: Store, txn: Transaction) throws {
         self.store = store
@@ -33,14 +30,13 @@ struct WriteContext {
         slots = try SlotAllocator(store: store, txn: txn)
         landingCount = try txn.count(store.tables.landing)
         landingChanges.landingNext = try txn.metaUInt64(store.tables.meta, Schema.MetaKey.landingNext) ?? 1
+        // Writes need a writable store, which keeps the index.
         if let index = store.landingIndex {
             index.purge { store.environment.oldestReaderTransactionID() }
             if index.landingNext != landingChanges.landingNext {
                 // Another process appended or merged since our last commit: rebuild from disk.
                 try index.rebuild(from: txn, tables: store.tables)
             }
-        } else {
-            landingSnapshot = store.landingSnapshot
         }
         // A retried transaction (the map grew) stages its payloads again from the start.
         store.slotFile.discardStaged()
@@ -90,7 +86,7 @@ struct WriteContext {
 
     /// The record of `address` as this transaction sees it, and where it lives.
     private func locate(_ address: ChunkAddress) throws -> (record: ChunkRecord, location: ChunkLocation)? {
-        try store.locate(address, txn: txn, snapshot: landingSnapshot, pending: landedHere)
+        try store.locate(address, txn: txn, snapshot: nil, pending: landedHere)
     }
 
     private func isStored(_ address: ChunkAddress) throws -> Bool { try locate(address) != nil }
