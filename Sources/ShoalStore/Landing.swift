@@ -78,11 +78,12 @@ final class LandingIndex: Sendable {
     }
 }
 
-/// What one write transaction did to `landing`.
+/// What one write transaction did to `landing`: entries it added (and left there), entries it
+/// removed, and `landing_next` after.
 struct LandingChanges {
-    var added: [(ChunkAddress, UInt64)] = []
-    var removed: [(ChunkAddress, UInt64)] = []
-    var landingNext: UInt64 = 0
+    var added: [(ChunkAddress, UInt64)]
+    var removed: [(ChunkAddress, UInt64)]
+    var landingNext: UInt64
 }
 
 /// The `landing` entries of one read snapshot, scanned on first need: how a process without a
@@ -126,13 +127,13 @@ extension Store {
     /// is written once for the lot instead of once per commit. Runs in the caller's write
     /// transaction. An entry whose address `chunks` already holds (damage: verify reports it)
     /// is dropped and its slot freed.
-    static func mergeLanding(txn: Transaction, tables: Store.Tables, changes: inout LandingChanges) throws -> Int {
+    static func mergeLanding(txn: Transaction, tables: Store.Tables, removed: inout [(ChunkAddress, UInt64)]) throws {
         var entries: [(seq: UInt64, entry: LandingEntry)] = []
         try txn.scan(tables.landing) { seq, entry in
             entries.append((seq, entry))
             return true
         }
-        guard !entries.isEmpty else { return 0 }
+        guard !entries.isEmpty else { return }
         entries.sort { $0.entry.address < $1.entry.address }
         let freedIn = UInt64(txn.id)
         for (seq, entry) in entries {
@@ -140,10 +141,9 @@ extension Store {
                try txn.get(tables.chunks, entry.address)?.slot != entry.record.slot {
                 try txn.put(tables.freeSlots, FreeSlotKey(freedIn: freedIn, slot: entry.record.slot).bytes, [UInt8]())
             }
-            changes.removed.append((entry.address, seq))
+            removed.append((entry.address, seq))
         }
         try txn.clear(tables.landing.database)
-        return entries.count
     }
 }
 

@@ -18,22 +18,32 @@ struct WriteContext {
     /// False while the fetch set is empty in this transaction: storing a chunk then skips the
     /// per-chunk lookup that would delete its (absent) fetch entry.
     private var fetchMayHaveEntries: Bool
-    /// `landing` entries added and removed here, and the next sequence.
-    private(set) var landingChanges = LandingChanges()
-    /// Entries this transaction added to `landing`, by address (not yet in the shared index).
+    /// Entries this transaction added to `landing` and that are still there, by address (not
+    /// yet in the shared index).
     private var landedHere: [ChunkAddress: UInt64] = [:]
+    /// Entries this transaction removed from `landing` (evicted or merged).
+    private var landingRemoved: [(ChunkAddress, UInt64)] = []
+    /// `meta.landing_next` when the transaction began, and the next sequence to give out.
+    private let landingNextAtStart: UInt64
+    private var landingNext: UInt64
     private(set) var landingCount: Int
+
+    /// What this transaction did to `landing`, for the index once it has committed.
+    var landingChanges: LandingChanges {
+        LandingChanges(added: Array(landedHere), removed: landingRemoved, landingNext: landingNext)
+    }
 
     init(store: Store, txn: Transaction) throws {
         self.store = store
         self.txn = txn
         slots = try SlotAllocator(store: store, txn: txn)
         landingCount = try txn.count(store.tables.landing)
-        landingChanges.landingNext = try txn.metaUInt64(store.tables.meta, Schema.MetaKey.landingNext) ?? 1
+        landingNextAtStart = try txn.metaUInt64(store.tables.meta, Schema.MetaKey.landingNext) ?? 1
+        landingNext = landingNextAtStart
         // Writes need a writable store, which keeps the index.
         if let index = store.landingIndex {
             index.purge { store.environment.oldestReaderTransactionID() }
-            if index.landingNext != landingChanges.landingNext {
+            if index.landingNext != landingNextAtStart {
                 // Another process appended or merged since our last commit: rebuild from disk.
                 try index.rebuild(from: txn, tables: store.tables)
             }
@@ -47,7 +57,6 @@ struct WriteContext {
         var result = BatchResult()
         result.stored.reserveCapacity(batch.chunks.count)
         landedHere.reserveCapacity(landedHere.count + batch.chunks.count)
-        landingChanges.added.reserveCapacity(landingChanges.added.count + batch.chunks.count)
         for chunk in batch.chunks {
             if let stored = try store(chunk) {
                 result.stored.append(stored)
@@ -100,11 +109,10 @@ struct WriteContext {
         let binID = try cursor(bin) + 1
         let record = ChunkRecord(span: chunk.span, slot: slot, binID: binID,
                                  length: UInt16(chunk.payload.count), bin: UInt8(bin))
-        let seq = landingChanges.landingNext
-        landingChanges.landingNext += 1
+        let seq = landingNext
+        landingNext += 1
         try txn.append(tables.landing.database, seq.lmdbBytes, LandingEntry(address: chunk.address, record: record).lmdbBytes)
         landedHere[chunk.address] = seq
-        landingChanges.added.append((chunk.address, seq))
         landingCount += 1
         try chunk.payload.withUnsafeBytes { try store.slotFile.write(slot: slot, payload: $0) }
         wroteSlots = true
@@ -211,7 +219,7 @@ struct WriteContext {
                     case .landing(let seq):
                         try txn.delete(tables.landing, seq)
                         landedHere[address] = nil
-                        landingChanges.removed.append((address, seq))
+                        landingRemoved.append((address, seq))
                         landingCount -= 1
                     }
                     try txn.put(tables.freeSlots, FreeSlotKey(freedIn: freedIn, slot: record.slot).bytes, [UInt8]())
@@ -248,12 +256,12 @@ struct WriteContext {
     /// `chunks` if asked, and makes payloads durable before the commit.
     mutating func finish(merge: Bool = false) throws {
         if merge {
-            _ = try Store.mergeLanding(txn: txn, tables: tables, changes: &landingChanges)
+            try Store.mergeLanding(txn: txn, tables: tables, removed: &landingRemoved)
             landedHere = [:]
             landingCount = 0
         }
-        if landingChanges.landingNext != (try txn.metaUInt64(tables.meta, Schema.MetaKey.landingNext) ?? 1) {
-            try txn.putMeta(tables.meta, Schema.MetaKey.landingNext, landingChanges.landingNext)
+        if landingNext != landingNextAtStart {
+            try txn.putMeta(tables.meta, Schema.MetaKey.landingNext, landingNext)
         }
         for bin in cursorsChanged.sorted() {
             try txn.put(tables.pull, PullKey.cursor(UInt8(bin)).lmdbBytes, LEUInt64(cursors[bin]!).lmdbBytes)

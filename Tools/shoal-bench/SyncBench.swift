@@ -160,12 +160,12 @@ func fillNode(dataDirectory: String, chunks: Int, seed: UInt64) throws -> Overla
     return identity.overlay
 }
 
-/// The number of chunks in a (possibly running) node's store, read-only.
-func storedCount(_ dataDirectory: String) -> Int? {
-    guard Files.exists(dataDirectory + "/store/data.mdb"),
-          let store = try? Store(directory: dataDirectory + "/store", options: Store.Options(readOnly: true)) else { return nil }
-    defer { store.close() }
-    return try? store.count()
+/// The number of chunks in a (possibly running) node's store, read-only, in one open; 0 while
+/// it has no store yet.
+func storedCount(_ dataDirectory: String) -> Int {
+    var counter = StoredCounter(dataDirectory: dataDirectory)
+    defer { counter.close() }
+    return counter.count()
 }
 
 /// Counts a running node's chunks through one read-only open of its store, kept across polls
@@ -329,7 +329,7 @@ struct SyncCrash: ParsableCommand {
             let until = monotonicSeconds() + delay
             while monotonicSeconds() < until { a.drain(); b.drain(); usleep(2_000) }
             b.kill()
-            let count = storedCount(dirB) ?? 0
+            let count = storedCount(dirB)
             if count < chunks { killsDuringSync += 1 }
             if !verifyWithInspector(dirB) { verifyFailures += 1 }
             let v = try intervalViolations(server: dirA, client: dirB)
@@ -343,7 +343,7 @@ struct SyncCrash: ParsableCommand {
         var count = 0
         while monotonicSeconds() < deadline {
             a.drain(); b.drain()
-            count = storedCount(dirB) ?? 0
+            count = storedCount(dirB)
             if count >= chunks { break }
             usleep(20_000)
         }
