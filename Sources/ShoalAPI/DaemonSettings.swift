@@ -1,4 +1,5 @@
 import Logging
+import ShoalCore
 import ShoalNode
 
 /// How `shoal start` runs, resolved from four sources, each overriding the ones after it:
@@ -18,6 +19,8 @@ public struct DaemonSettings: Sendable, Equatable {
     /// nil: unbounded.
     public var capacityChunks: UInt64?
     public var logLevel: Logger.Level
+    /// Bounds on inbound peer connections (`--inbound-max` and its siblings; see `limitSettings`).
+    public var inboundLimits = InboundLimits()
 
     public static let defaults = DaemonSettings(
         dataDirectory: "./shoal-data",
@@ -48,6 +51,7 @@ public struct DaemonSettings: Sendable, Equatable {
         configuration.listenPort = listen.port
         configuration.peers = peers.map(\.description)
         configuration.capacityChunks = capacityChunks
+        configuration.inboundLimits = inboundLimits
         return configuration
     }
 }
@@ -66,10 +70,13 @@ extension DaemonSettings {
         public var capacityChunks: String?
         public var logLevel: String?
         public var configFile: String?
+        /// Connection limits by their config file key (`inbound-max` …), as typed.
+        public var limits: [String: String]
 
         public init(dataDirectory: String? = nil, listen: String? = nil, api: String? = nil, peers: [String] = [],
                     networkID: String? = nil, capacityChunks: String? = nil, logLevel: String? = nil,
-                    configFile: String? = nil) {
+                    configFile: String? = nil, limits: [String: String] = [:]) {
+            self.limits = limits
             self.dataDirectory = dataDirectory
             self.listen = listen
             self.api = api
@@ -95,6 +102,30 @@ extension DaemonSettings {
         public static let configFile = "SHOAL_CONFIG"
 
         public static let all = [dataDirectory, listen, api, peers, networkID, capacityChunks, logLevel, configFile]
+            + DaemonSettings.limitSettings.map(\.environment)
+    }
+
+    /// One connection limit as every source names it.
+    public struct LimitSetting: Sendable {
+        /// The config file key; the flag is `--` and the key.
+        public var key: String
+        public var environment: String
+        public var help: String
+        public var path: WritableKeyPath<InboundLimits, Int> & Sendable
+    }
+
+    /// The connection limits a daemon can set (defaults in `InboundLimits`).
+    public static var limitSettings: [LimitSetting] {
+        [
+            LimitSetting(key: "inbound-max", environment: "SHOAL_INBOUND_MAX",
+                         help: "inbound peer connections in total", path: \.inboundMax),
+            LimitSetting(key: "inbound-per-ip-max", environment: "SHOAL_INBOUND_PER_IP_MAX",
+                         help: "inbound peer connections from one IP address", path: \.perAddressMax),
+            LimitSetting(key: "inbound-per-subnet-max", environment: "SHOAL_INBOUND_PER_SUBNET_MAX",
+                         help: "inbound peer connections from one IPv4 /24 or IPv6 /64", path: \.perSubnetMax),
+            LimitSetting(key: "handshakes-max", environment: "SHOAL_HANDSHAKES_MAX",
+                         help: "inbound connections in their TLS and hello handshake", path: \.handshakesMax),
+        ]
     }
 
     /// The config file to read: `--config`, else `SHOAL_CONFIG`, else none.
@@ -128,6 +159,9 @@ extension DaemonSettings {
         if let v = layer.networkID { networkID = v }
         if let v = layer.capacity { capacityChunks = v.chunks }
         if let v = layer.logLevel { logLevel = v }
+        for setting in DaemonSettings.limitSettings {
+            if let v = layer.limits[setting.key] { inboundLimits[keyPath: setting.path] = v }
+        }
     }
 }
 
@@ -224,6 +258,8 @@ private struct Layer {
     var networkID: UInt64?
     var capacity: Capacity?
     var logLevel: Logger.Level?
+    /// Connection limits by config file key.
+    var limits: [String: Int] = [:]
 
     init() {}
 
@@ -240,6 +276,9 @@ private struct Layer {
         if let v = flags.networkID { networkID = try Layer.number(v, origin, "--network-id") }
         if let v = flags.capacityChunks { capacity = try Layer.capacity(v, origin, "--capacity-chunks") }
         if let v = flags.logLevel { logLevel = try Layer.level(v, origin, "--log-level") }
+        for setting in DaemonSettings.limitSettings {
+            if let v = flags.limits[setting.key] { limits[setting.key] = try Layer.limit(v, origin, "--" + setting.key) }
+        }
     }
 
     init(environment: [String: String]) throws(SettingsError) {
@@ -253,6 +292,9 @@ private struct Layer {
         if let v = value(Key.networkID) { networkID = try Layer.number(v, origin, Key.networkID) }
         if let v = value(Key.capacityChunks) { capacity = try Layer.capacity(v, origin, Key.capacityChunks) }
         if let v = value(Key.logLevel) { logLevel = try Layer.level(v, origin, Key.logLevel) }
+        for setting in DaemonSettings.limitSettings {
+            if let v = value(setting.environment) { limits[setting.key] = try Layer.limit(v, origin, setting.environment) }
+        }
     }
 
     /// `key = value` lines; `#` starts a comment line; blank lines are skipped; a value may be
@@ -290,13 +332,18 @@ private struct Layer {
             case "network-id": networkID = try Layer.number(value, origin, named)
             case "capacity-chunks": capacity = try Layer.capacity(value, origin, named)
             case "log-level": logLevel = try Layer.level(value, origin, named)
+            case _ where DaemonSettings.limitSettings.contains(where: { $0.key == key }):
+                limits[key] = try Layer.limit(value, origin, named)
             default:
                 throw SettingsError(origin, source, "unknown key '\(key)' (known: \(Layer.fileKeys.joined(separator: ", ")))")
             }
         }
     }
 
-    static let fileKeys = ["data-dir", "listen", "api", "peer", "peers", "network-id", "capacity-chunks", "log-level"]
+    static var fileKeys: [String] {
+        ["data-dir", "listen", "api", "peer", "peers", "network-id", "capacity-chunks", "log-level"]
+            + DaemonSettings.limitSettings.map(\.key)
+    }
 
     // MARK: Values
 
@@ -339,6 +386,12 @@ private struct Layer {
         let n = try number(text, origin, source)
         guard n > 0 else { throw SettingsError(origin, source, "capacity must be at least 1 chunk (or 'unbounded')") }
         return .limited(n)
+    }
+
+    private static func limit(_ text: String, _ origin: SettingsError.Origin, _ source: String) throws(SettingsError) -> Int {
+        let n = try number(text, origin, source)
+        guard (1...1_000_000).contains(n) else { throw SettingsError(origin, source, "a limit must be from 1 to 1000000, not \(n)") }
+        return Int(n)
     }
 
     private static func level(_ text: String, _ origin: SettingsError.Origin, _ source: String) throws(SettingsError) -> Logger.Level {

@@ -30,6 +30,7 @@ public final class Node: Service, Sendable {
 
     private struct RunState {
         var listeningPort: Int?
+        var listener: Listener?
         var shuttingDown = false
         var stopped = false
     }
@@ -64,11 +65,15 @@ public final class Node: Service, Sendable {
         var transportConfiguration = TransportConfiguration(identity: identity, epoch: store.epoch,
                                                             advertisedAddresses: ["\(configuration.listenHost):\(configuration.listenPort)"])
         transportConfiguration.handshakeTimeout = configuration.handshakeTimeout
+        transportConfiguration.inboundLimits = configuration.inboundLimits
         let transport = Transport(configuration: transportConfiguration, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         let listener = try await transport.listen(host: configuration.listenHost, port: configuration.listenPort) { connection in
             await self.serve(connection)
         }
-        state.withLock { $0.listeningPort = listener.localPort }
+        state.withLock {
+            $0.listeningPort = listener.localPort
+            $0.listener = listener
+        }
         if configuration.listenPort == 0 {
             // Bound to an ephemeral port: peers learn the real one from our hello.
             try transport.advertise(["\(configuration.listenHost):\(listener.localPort)"])
@@ -174,6 +179,7 @@ public final class Node: Service, Sendable {
                     logger.info("refusing a banned peer", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                                     "peer.address": "\(peer.remoteAddress)", "ban.seconds": "\(seconds)"])
                     try? await outbound.write(.goodbye(Goodbye(reason: .banned, message: "banned for \(seconds) s")))
+                    offence(peer)
                     return
                 }
                 let session = PeerSession(peer: peer, context: context, outbound: outbound,
@@ -201,6 +207,7 @@ public final class Node: Service, Sendable {
                 logger.info("peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
                 await session.run(inbound: inbound)
+                if await session.droppedForFault { offence(peer) }
                 context.sessions.withLock { sessions in
                     if sessions[peer.overlay] === session { sessions[peer.overlay] = nil }
                 }
@@ -209,6 +216,13 @@ public final class Node: Service, Sendable {
         } catch {
             logger.debug("connection closed with error", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Counts an inbound peer's protocol fault against its IP address: an address that keeps
+    /// offending (new identities or not) is refused as it connects, for a while.
+    private func offence(_ peer: PeerInfo) {
+        guard !peer.outbound, let listener = state.withLock({ $0.listener }) else { return }
+        listener.offence(remoteAddress: peer.remoteAddress)
     }
 
     // MARK: Using the node
@@ -237,7 +251,9 @@ public final class Node: Service, Sendable {
                           listenAddress: listeningPort.map { "\(configuration.listenHost):\($0)" },
                           chunksServed: context.chunksServed.load(ordering: .relaxed),
                           chunksReceived: context.chunksReceived.load(ordering: .relaxed),
-                          chunksDuplicate: context.chunksDuplicate.load(ordering: .relaxed))
+                          chunksDuplicate: context.chunksDuplicate.load(ordering: .relaxed),
+                          connections: .init(inbound: state.withLock { $0.listener?.status },
+                                             outbound: context.sessions.withLock { $0.values.count(where: { $0.peer.outbound }) }))
     }
 
     public func peers() async -> [PeerStatus] {

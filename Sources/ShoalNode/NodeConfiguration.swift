@@ -20,6 +20,9 @@ public struct NodeConfiguration: Sendable {
     /// How long a graceful shutdown waits for peers to close.
     public var drainTimeout: Duration = .seconds(5)
     public var session = SessionLimits()
+    /// Bounds on inbound connections and the penalty box for addresses that keep offending
+    /// (see `InboundLimits`). Outbound connections (to `peers`) never count against them.
+    public var inboundLimits = InboundLimits()
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
@@ -50,4 +53,13 @@ public struct NodeStatus: Sendable, Equatable, Codable {
     public var chunksServed: Int
     public var chunksReceived: Int
     public var chunksDuplicate: Int
+    /// Connections: inbound (with their limits and what was refused) and outbound.
+    public var connections: Connections
+
+    public struct Connections: Sendable, Equatable, Codable {
+        /// Nil until the node listens.
+        public var inbound: InboundStatus?
+        /// Peers this node dialled and is connected to.
+        public var outbound: Int
+    }
 }

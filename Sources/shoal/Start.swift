@@ -17,6 +17,7 @@ struct Start: AsyncParsableCommand {
         discussion: """
             Settings come from flags, then environment variables (SHOAL_DATA_DIR, SHOAL_LISTEN, \
             SHOAL_API, SHOAL_PEERS, SHOAL_NETWORK_ID, SHOAL_CAPACITY_CHUNKS, SHOAL_LOG_LEVEL, \
+            SHOAL_INBOUND_MAX, SHOAL_INBOUND_PER_IP_MAX, SHOAL_INBOUND_PER_SUBNET_MAX, SHOAL_HANDSHAKES_MAX, \
             SHOAL_CONFIG), then the config file (key = value lines), then the defaults. \
             When ready, one line goes to stdout: "shoal: listening on HOST:PORT, API on \
             HOST:PORT, overlay HEX". SIGTERM or SIGINT stops the node gracefully (exit 0).
@@ -41,6 +42,18 @@ struct Start: AsyncParsableCommand {
     @Option(name: .customLong("capacity-chunks"), help: ArgumentHelp("Keep at most this many chunks, evicting the farthest bins first (default: unbounded).", valueName: "n"))
     var capacityChunks: String?
 
+    @Option(name: .customLong("inbound-max"), help: ArgumentHelp("Inbound peer connections in total (default 256).", valueName: "n"))
+    var inboundMax: String?
+
+    @Option(name: .customLong("inbound-per-ip-max"), help: ArgumentHelp("Inbound peer connections from one IP address (default 16).", valueName: "n"))
+    var inboundPerIPMax: String?
+
+    @Option(name: .customLong("inbound-per-subnet-max"), help: ArgumentHelp("Inbound peer connections from one IPv4 /24 or IPv6 /64 (default 48).", valueName: "n"))
+    var inboundPerSubnetMax: String?
+
+    @Option(name: .customLong("handshakes-max"), help: ArgumentHelp("Inbound connections in their TLS and hello handshake (default 64).", valueName: "n"))
+    var handshakesMax: String?
+
     @Option(name: .customLong("config"), help: ArgumentHelp("A config file of 'key = value' lines.", valueName: "file"))
     var configFile: String?
 
@@ -49,7 +62,10 @@ struct Start: AsyncParsableCommand {
 
     private var flags: DaemonSettings.Flags {
         DaemonSettings.Flags(dataDirectory: dataDirectory, listen: listen, api: api, peers: peers, networkID: networkID,
-                             capacityChunks: capacityChunks, logLevel: logLevel, configFile: configFile)
+                             capacityChunks: capacityChunks, logLevel: logLevel, configFile: configFile,
+                             limits: ["inbound-max": inboundMax, "inbound-per-ip-max": inboundPerIPMax,
+                                      "inbound-per-subnet-max": inboundPerSubnetMax, "handshakes-max": handshakesMax]
+                                 .compactMapValues { $0 })
     }
 
     /// Bad flags are usage errors (ArgumentParser prints the usage, exit 64); the other

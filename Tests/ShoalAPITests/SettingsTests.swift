@@ -103,6 +103,29 @@ struct SettingsPrecedenceTests {
         #expect(settings.capacityChunks == nil)
     }
 
+    @Test func connectionLimitsComeFromEverySourceInTheUsualOrder() throws {
+        let settings = try DaemonSettings.resolve(
+            flags: Flags(limits: ["inbound-max": "500"]),
+            environment: ["SHOAL_INBOUND_MAX": "400", "SHOAL_INBOUND_PER_IP_MAX": "4"],
+            fileText: "inbound-max = 300\ninbound-per-ip-max = 3\ninbound-per-subnet-max = 9\nhandshakes-max = 20")
+        #expect(settings.inboundLimits.inboundMax == 500)
+        #expect(settings.inboundLimits.perAddressMax == 4)
+        #expect(settings.inboundLimits.perSubnetMax == 9)
+        #expect(settings.inboundLimits.handshakesMax == 20)
+        #expect(settings.nodeConfiguration().inboundLimits == settings.inboundLimits)
+    }
+
+    @Test(arguments: ["0", "-1", "x", "1000001"])
+    func aConnectionLimitOutsideOneToAMillionIsRefusedWithItsSource(value: String) {
+        #expect(throws: SettingsError.self) {
+            _ = try DaemonSettings.resolve(flags: Flags(limits: ["handshakes-max": value]), environment: [:], fileText: nil)
+        }
+        let error = #expect(throws: SettingsError.self) {
+            _ = try DaemonSettings.resolve(flags: Flags(), environment: [:], fileText: "inbound-per-subnet-max = \(value)")
+        }
+        #expect(error?.source.contains("inbound-per-subnet-max") == true)
+    }
+
     @Test func theConfigFileComesFromTheFlagElseTheEnvironment() {
         #expect(DaemonSettings.configFilePath(flags: Flags(configFile: "/a.conf"), environment: ["SHOAL_CONFIG": "/b.conf"]) == "/a.conf")
         #expect(DaemonSettings.configFilePath(flags: Flags(), environment: ["SHOAL_CONFIG": "/b.conf"]) == "/b.conf")

@@ -97,6 +97,8 @@ struct NodePeerRecordTests {
             }
             #expect(goodbye.reason == .banned)
         }
+        // Both count against the rogue's IP address, whatever identity it comes back with.
+        try await eventually(10, "two offences counted") { try a.node.status().connections.inbound?.counters.offences == 2 }
         await a.stop()
     }
 }

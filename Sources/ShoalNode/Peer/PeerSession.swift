@@ -508,6 +508,9 @@ actor PeerSession {
     }
 
     /// True when every history stream has finished (the peer's bins up to its cursors are ours).
+    /// Whether a protocol fault ended (or is ending) this session.
+    var droppedForFault: Bool { bannedForFault != nil }
+
     func historySynced() -> Bool {
         !status.isEmpty && status.values.allSatisfy(\.historyDone)
     }

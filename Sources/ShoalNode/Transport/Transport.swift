@@ -58,8 +58,21 @@ public struct TransportConfiguration: Sendable {
     /// the socket until the consumer has drained to the low mark.
     public var inboundMessagesLow = 16
     public var inboundMessagesHigh = 64
+    /// Bounds on inbound connections (in total, per IP, per /24, in their handshake) and the
+    /// penalty box for addresses that keep failing; a connection over a bound is closed as it is
+    /// accepted. Outbound connections do not count against them.
+    public var inboundLimits = InboundLimits()
     /// Accepted connections still in their handshake; more are closed at once.
-    public var handshakesInFlightMax = 64
+    public var handshakesInFlightMax: Int {
+        get { inboundLimits.handshakesMax }
+        set { inboundLimits.handshakesMax = newValue }
+    }
+    /// Repeated events (refused connections, failed handshakes) are logged in full this many
+    /// times per `logWindowMs` and kind, then summarised in one line per window.
+    public var logLinesPerWindow = 5
+    public var logWindowMs: UInt64 = 10_000
+    /// Milliseconds of a monotonic clock; tests may pass their own.
+    public var nowMs: @Sendable () -> UInt64 = Transport.monotonicMs
 
     public init(identity: NodeIdentity, epoch: UInt64, advertisedAddresses: [String] = []) {
         self.identity = identity
@@ -88,7 +101,8 @@ public struct TransportConfiguration: Sendable {
         guard 0 <= inboundMessagesLow, inboundMessagesLow <= inboundMessagesHigh, inboundMessagesHigh > 0 else {
             throw invalid("inbound message marks \(inboundMessagesLow)…\(inboundMessagesHigh) are not 0 ≤ low ≤ high")
         }
-        guard handshakesInFlightMax > 0 else { throw invalid("handshakesInFlightMax must be positive") }
+        if let problem = inboundLimits.problem { throw invalid(problem) }
+        guard logLinesPerWindow >= 0, logWindowMs > 0 else { throw invalid("log throttle bounds must be positive") }
     }
 }
 
@@ -180,10 +194,9 @@ public final class Transport: Sendable {
         try configuration.validate()
         _ = try contexts()  // fail here, not in every accepted connection
 
-        // Admission happens as a connection is accepted, before TLS starts: a connection over
-        // the limit must not get as far as a completed handshake while the accept loop is busy.
-        let state = ListenerState(handshakesMax: configuration.handshakesInFlightMax)
-        let logger = self.logger
+        // Admission happens as a connection is accepted, before TLS starts: a connection over a
+        // limit is closed there and then, before it costs a handshake or a task.
+        let state = ListenerState(configuration: configuration, logger: logger)
         let server: NIOAsyncChannel<PendingConnection, Never>
         do {
             server = try await ServerBootstrap(group: group)
@@ -192,24 +205,19 @@ public final class Transport: Sendable {
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: writeBufferWaterMark)
                 .bind(host: host, port: port) { channel in
-                    switch state.beginHandshake(channel) {
-                    case .admitted:
-                        return channel.eventLoop.makeCompletedFuture {
-                            do {
-                                return try self.prepare(channel, outbound: false)
-                            } catch {
-                                _ = state.endHandshake(channel)
-                                throw error
-                            }
+                    guard let slot = state.admit(channel) else {
+                        // NIO neither closes nor registers a channel whose initializer failed:
+                        // closing it here is what gives its descriptor back.
+                        channel.close(promise: nil)
+                        return channel.eventLoop.makeFailedFuture(TransportError(.connectFailed, "refused"))
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
+                        do {
+                            return try self.prepare(channel, outbound: false, slot: slot)
+                        } catch {
+                            _ = state.endHandshake(slot, established: false, offence: false)
+                            throw error
                         }
-                    case .refusedTooMany:
-                        logger.warning(
-                            "refusing connection: too many handshakes in flight",
-                            metadata: ["peer.address": "\(channel.remoteAddress.map { "\($0)" } ?? "unknown")",
-                                       "handshake.inFlightMax": "\(state.handshakesMax)"])
-                        return channel.eventLoop.makeFailedFuture(TransportError(.connectFailed, "too many handshakes in flight"))
-                    case .refusedClosed:
-                        return channel.eventLoop.makeFailedFuture(TransportError(.connectFailed, "listener closed"))
                     }
                 }
         } catch {
@@ -219,8 +227,13 @@ public final class Transport: Sendable {
         var listenLogger = self.logger
         listenLogger[metadataKey: "listener.address"] = "\(host):\(localPort)"
         listenLogger.debug("listening")
-        let acceptLoop = Task { [self, logger] in
-            await self.accept(from: server, state: state, logger: listenLogger, onConnection: onConnection)
+        let acceptLoop = Task { [self] in
+            await withDiscardingTaskGroup { group in
+                group.addTask { await state.flushLogsPeriodically() }
+                await self.accept(from: server, state: state, logger: listenLogger, onConnection: onConnection)
+                group.cancelAll()
+            }
+            state.flushLogs(all: true)
         }
         return Listener(localPort: localPort, serverChannel: server.channel, state: state, acceptLoop: acceptLoop)
     }
@@ -266,6 +279,7 @@ public final class Transport: Sendable {
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await pending in inbound {
                         // Admitted (and counted) by the child channel initializer in `listen`.
+                        guard let slot = pending.slot else { continue }
                         let address = pending.remoteAddress
                         group.addTask {
                             let result: Result<EstablishedConnection, any Error>
@@ -274,20 +288,22 @@ public final class Transport: Sendable {
                             } catch {
                                 result = .failure(error)
                             }
-                            let listening = state.endHandshake(pending.channel)
                             let connection: EstablishedConnection
                             switch result {
                             case .failure(let error):
                                 // A handshake cut short by `Listener.close()` is no peer's fault.
-                                logger.log(
-                                    level: listening ? .notice : .debug, "inbound handshake failed",
+                                let listening = state.endHandshake(slot, established: false, offence: Self.isOffence(error))
+                                state.log(
+                                    "handshake.\(Self.failureKind(error))", level: listening ? .notice : .debug,
+                                    "inbound handshake failed",
                                     metadata: Self.failureMetadata(error, address: address, direction: "inbound"))
                                 return
                             case .success(let established):
                                 connection = established
                             }
-                            guard listening else {
+                            guard state.endHandshake(slot, established: true, offence: false) else {
                                 try? await connection.channel.channel.close()
+                                state.connectionEnded(slot)
                                 return
                             }
                             logger.debug(
@@ -296,6 +312,7 @@ public final class Transport: Sendable {
                             await onConnection(connection)
                             // Whatever `onConnection` did with it, the connection ends with it.
                             try? await connection.channel.channel.close()
+                            state.connectionEnded(slot)
                         }
                     }
                 }
@@ -312,7 +329,7 @@ public final class Transport: Sendable {
 
     /// Installs TLS, the frame codec and the handshake on a new channel. On the channel's
     /// event loop, before it is registered.
-    private func prepare(_ channel: any Channel, outbound: Bool) throws -> PendingConnection {
+    private func prepare(_ channel: any Channel, outbound: Bool, slot: InboundAdmission.Slot? = nil) throws -> PendingConnection {
         let promise = channel.eventLoop.makePromise(of: EstablishedConnection.self)
         do {
             let contexts = try self.contexts()
@@ -342,7 +359,7 @@ public final class Transport: Sendable {
         }
         // Known now for an accepted channel; a closed channel no longer reports it.
         let remoteAddress = channel.remoteAddress.map(HandshakeHandler.describe) ?? "unknown"
-        return PendingConnection(channel: channel, remoteAddress: remoteAddress, result: promise.futureResult)
+        return PendingConnection(channel: channel, remoteAddress: remoteAddress, slot: slot, result: promise.futureResult)
     }
 
     /// Adds only the TLS layer of a connection, with `verifyPeer` deciding on the peer's
@@ -381,6 +398,25 @@ public final class Transport: Sendable {
     private static func freshNonce() -> [UInt8] {
         var generator = SystemRandomNumberGenerator()  // getrandom(2) on Linux
         return (0..<HandshakeMachine.nonceBytes).map { _ in generator.next() }
+    }
+
+    /// Whether a failed inbound handshake counts against the remote address (see
+    /// `InboundLimits.offencesMax`). A node reaching itself through an address it was told is
+    /// no offence; anything else a peer does to fail its handshake is.
+    static func isOffence(_ error: any Error) -> Bool {
+        guard let error = error as? HandshakeError else { return true }
+        return error.code != .selfConnection
+    }
+
+    static func failureKind(_ error: any Error) -> String {
+        (error as? HandshakeError)?.code.rawValue ?? "error"
+    }
+
+    /// Milliseconds since an arbitrary start, never going back.
+    public static func monotonicMs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
     }
 
     private static func failureMetadata(_ error: any Error, address: String, direction: String) -> Logger.Metadata {
@@ -440,51 +476,226 @@ public final class Listener: Sendable {
         acceptLoop.cancel()
         await acceptLoop.value
     }
+
+    /// Counts `remoteAddress` ("host:port" or "host") an offender, e.g. after its session was
+    /// dropped for a protocol fault; enough offences put it in the penalty box. Returns true
+    /// when this one did.
+    @discardableResult
+    public func offence(remoteAddress: String) -> Bool {
+        guard let host = RemoteHost(describing: remoteAddress) else { return false }
+        return state.offence(host)
+    }
+
+    /// Inbound connections now, the limits, and what admission refused so far.
+    public var status: InboundStatus { state.status() }
 }
 
-/// What the accept loop and `Listener.close()` share: whether the listener is closed, and the
-/// connections in their handshake (bounded by `handshakesMax`).
+/// Inbound connections as `/status` shows them.
+public struct InboundStatus: Sendable, Equatable, Codable {
+    public var limits: Limits
+    public var open: InboundAdmission.Occupancy
+    public var counters: InboundAdmission.Counters
+
+    public struct Limits: Sendable, Equatable, Codable {
+        public var inboundMax: Int
+        public var perAddressMax: Int
+        public var perSubnetMax: Int
+        public var handshakesMax: Int
+        public var offencesMax: Int
+        public var offenceWindowMs: UInt64
+        public var penaltyMs: UInt64
+
+        init(_ limits: InboundLimits) {
+            inboundMax = limits.inboundMax
+            perAddressMax = limits.perAddressMax
+            perSubnetMax = limits.perSubnetMax
+            handshakesMax = limits.handshakesMax
+            offencesMax = limits.offencesMax
+            offenceWindowMs = limits.offenceWindowMs
+            penaltyMs = limits.penaltyMs
+        }
+    }
+}
+
+/// What the accept loop and `Listener` share: admission (`InboundAdmission`), the channels
+/// still in their handshake (closed by `Listener.close()`), and the throttle of the listener's
+/// repeated log lines.
 final class ListenerState: Sendable {
-    enum Admission {
-        case admitted, refusedClosed, refusedTooMany
-    }
-
     private struct Inner {
-        var closed = false
-        var handshaking: [ObjectIdentifier: any Channel] = [:]
+        var admission: InboundAdmission
+        var handshaking: [InboundAdmission.Slot: any Channel] = [:]
+        var throttle: EventThrottle
     }
 
-    let handshakesMax: Int
-    private let inner = Mutex(Inner())
+    private let inner: Mutex<Inner>
+    private let logger: Logger
+    private let nowMs: @Sendable () -> UInt64
+    private let logWindowMs: UInt64
 
-    init(handshakesMax: Int) {
-        self.handshakesMax = handshakesMax
+    init(configuration: TransportConfiguration, logger: Logger) {
+        inner = Mutex(Inner(admission: InboundAdmission(limits: configuration.inboundLimits),
+                            throttle: EventThrottle(linesPerWindow: configuration.logLinesPerWindow,
+                                                    windowMs: configuration.logWindowMs)))
+        self.logger = logger
+        nowMs = configuration.nowMs
+        logWindowMs = configuration.logWindowMs
     }
 
-    func beginHandshake(_ channel: any Channel) -> Admission {
-        inner.withLock { inner in
-            if inner.closed { return .refusedClosed }
-            if inner.handshaking.count >= handshakesMax { return .refusedTooMany }
-            inner.handshaking[ObjectIdentifier(channel)] = channel
-            return .admitted
+    /// Admits a just-accepted channel, or returns nil (and logs, throttled) when it is refused.
+    func admit(_ channel: any Channel) -> InboundAdmission.Slot? {
+        let host = channel.remoteAddress.flatMap(RemoteHost.init(socketAddress:))
+            ?? RemoteHost(address: "unknown", subnet: "unknown")
+        let now = nowMs()
+        let decision = inner.withLock { inner -> InboundAdmission.Decision in
+            let decision = inner.admission.admit(host, nowMs: now)
+            if case .admitted(let slot) = decision { inner.handshaking[slot] = channel }
+            return decision
+        }
+        switch decision {
+        case .admitted(let slot):
+            return slot
+        case .refused(.closed):
+            return nil
+        case .refused(let refusal):
+            log("refused.\(refusal.rawValue)", level: .warning, "refusing connection: \(Self.explain(refusal))",
+                metadata: ["peer.address": "\(host)", "refusal": "\(refusal.rawValue)"])
+            return nil
         }
     }
 
-    /// Whether the listener is still open, i.e. whether an established connection may be handed on.
-    func endHandshake(_ channel: any Channel) -> Bool {
-        inner.withLock { inner in
-            inner.handshaking[ObjectIdentifier(channel)] = nil
-            return !inner.closed
+    private static func explain(_ refusal: InboundAdmission.Refusal) -> String {
+        switch refusal {
+        case .closed: return "listener closed"
+        case .tooManyHandshakes: return "too many handshakes in flight"
+        case .tooManyInbound: return "too many inbound connections"
+        case .tooManyFromAddress: return "too many connections from this address"
+        case .tooManyFromSubnet: return "too many connections from this subnet"
+        case .penalized: return "address penalised for repeated offences"
         }
+    }
+
+    /// The handshake of `slot` ended. Returns whether the listener is still open, i.e. whether
+    /// an established connection may be handed on.
+    func endHandshake(_ slot: InboundAdmission.Slot, established: Bool, offence: Bool) -> Bool {
+        let now = nowMs()
+        let (open, penalized) = inner.withLock { inner -> (Bool, Bool) in
+            inner.handshaking[slot] = nil
+            inner.admission.handshakeEnded(slot, established: established)
+            let penalized = offence && !inner.admission.closed && inner.admission.offence(slot.host, nowMs: now)
+            return (!inner.admission.closed, penalized)
+        }
+        if penalized { logPenalty(slot.host) }
+        return open
+    }
+
+    func connectionEnded(_ slot: InboundAdmission.Slot) {
+        inner.withLock { $0.admission.connectionEnded(slot) }
+    }
+
+    func offence(_ host: RemoteHost) -> Bool {
+        let now = nowMs()
+        let penalized = inner.withLock { $0.admission.offence(host, nowMs: now) }
+        if penalized { logPenalty(host) }
+        return penalized
+    }
+
+    private func logPenalty(_ host: RemoteHost) {
+        let limits = inner.withLock { $0.admission.limits }
+        log("penalized", level: .warning,
+            "refusing \(host) for \(limits.penaltyMs / 1000) s: \(limits.offencesMax) offences within \(limits.offenceWindowMs / 1000) s",
+            metadata: ["peer.address": "\(host)"])
     }
 
     /// Marks the listener closed; returns the connections still in their handshake.
     func close() -> [any Channel] {
         inner.withLock { inner in
-            inner.closed = true
+            _ = inner.admission.close()
             defer { inner.handshaking = [:] }
             return Array(inner.handshaking.values)
         }
+    }
+
+    func status() -> InboundStatus {
+        let now = nowMs()
+        return inner.withLock { inner in
+            InboundStatus(limits: .init(inner.admission.limits), open: inner.admission.occupancy(nowMs: now),
+                          counters: inner.admission.counters)
+        }
+    }
+
+    // MARK: Logging, throttled
+
+    /// Logs `message` unless events of kind `key` were already told `logLinesPerWindow` times in
+    /// this window; those left out are summed up by `flushLogs`.
+    func log(_ key: String, level: Logger.Level, _ message: @autoclosure () -> Logger.Message, metadata: Logger.Metadata) {
+        let now = nowMs()
+        let (decision, summaries) = inner.withLock { inner in
+            (inner.throttle.record(key, nowMs: now), inner.throttle.flush(nowMs: now))
+        }
+        tell(summaries)
+        if decision == .log { logger.log(level: level, message(), metadata: metadata) }
+    }
+
+    /// One line per kind of event that was left out of the log in a window that has ended.
+    func flushLogs(all: Bool = false) {
+        let now = nowMs()
+        tell(inner.withLock { $0.throttle.flush(nowMs: now, all: all) })
+    }
+
+    private func tell(_ summaries: [EventThrottle.Summary]) {
+        for summary in summaries {
+            logger.notice(
+                "\(summary.suppressed) more \(summary.key) in the last \(max(1, (summary.windowMs + 500) / 1000)) s (not logged one by one)",
+                metadata: ["log.suppressed": "\(summary.suppressed)", "log.event": "\(summary.key)"])
+        }
+    }
+
+    /// Flushes summaries once per window until cancelled.
+    func flushLogsPeriodically() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(Int64(logWindowMs)))
+            flushLogs()
+        }
+    }
+}
+
+extension RemoteHost {
+    /// The host of an IPv4 or IPv6 socket address (nil for other kinds); an IPv4-mapped IPv6
+    /// address counts as the IPv4 address it carries.
+    init?(socketAddress: SocketAddress) {
+        guard let ip = socketAddress.ipAddress else { return nil }
+        self.init(ip: ip)
+    }
+
+    /// From "host:port", "[v6]:port" or a bare IP.
+    init?(describing text: String) {
+        if let ip = RemoteHost(ip: text) { self = ip; return }
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.init(ip: host)
+    }
+
+    init?(ip text: String) {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            self.init(v4Bytes: withUnsafeBytes(of: v4) { Array($0) })
+        } else if inet_pton(AF_INET6, text, &v6) == 1 {
+            let bytes = withUnsafeBytes(of: v6) { Array($0) }
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xff && bytes[11] == 0xff {
+                self.init(v4Bytes: Array(bytes[12..<16]))
+                return
+            }
+            let groups = stride(from: 0, to: 16, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
+            self.init(address: groups.joined(separator: ":"), subnet: groups[0..<4].joined(separator: ":") + "::/64")
+        } else {
+            return nil
+        }
+    }
+
+    private init(v4Bytes b: [UInt8]) {
+        self.init(address: "\(b[0]).\(b[1]).\(b[2]).\(b[3])", subnet: "\(b[0]).\(b[1]).\(b[2]).0/24")
     }
 }
 
@@ -494,6 +705,8 @@ struct PendingConnection: Sendable {
     /// "host:port" of the other end ("unknown" for a dialled channel, which is not connected yet
     /// when it is prepared).
     let remoteAddress: String
+    /// The admission slot of an accepted connection (nil for a dialled one).
+    let slot: InboundAdmission.Slot?
     let result: EventLoopFuture<EstablishedConnection>
 
     /// Waits for the handshake; cancelling the waiting task closes the connection.
