@@ -72,7 +72,7 @@ public struct TransportConfiguration: Sendable {
     public var logLinesPerWindow = 5
     public var logWindowMs: UInt64 = 10_000
     /// Milliseconds of a monotonic clock; tests may pass their own.
-    public var nowMs: @Sendable () -> UInt64 = Transport.monotonicMs
+    public var nowMs: @Sendable () -> UInt64 = ThrottledLog.monotonicMs
 
     public init(identity: NodeIdentity, epoch: UInt64, advertisedAddresses: [String] = []) {
         self.identity = identity
@@ -229,11 +229,10 @@ public final class Transport: Sendable {
         listenLogger.debug("listening")
         let acceptLoop = Task { [self] in
             await withDiscardingTaskGroup { group in
-                group.addTask { await state.flushLogsPeriodically() }
+                group.addTask { await state.log.flushPeriodically() }
                 await self.accept(from: server, state: state, logger: listenLogger, onConnection: onConnection)
                 group.cancelAll()
             }
-            state.flushLogs(all: true)
         }
         return Listener(localPort: localPort, serverChannel: server.channel, state: state, acceptLoop: acceptLoop)
     }
@@ -293,7 +292,7 @@ public final class Transport: Sendable {
                             case .failure(let error):
                                 // A handshake cut short by `Listener.close()` is no peer's fault.
                                 let listening = state.endHandshake(slot, established: false, offence: Self.isOffence(error))
-                                state.log(
+                                state.log.log(
                                     "handshake.\(Self.failureKind(error))", level: listening ? .notice : .debug,
                                     "inbound handshake failed",
                                     metadata: Self.failureMetadata(error, address: address, direction: "inbound"))
@@ -412,13 +411,6 @@ public final class Transport: Sendable {
         (error as? HandshakeError)?.code.rawValue ?? "error"
     }
 
-    /// Milliseconds since an arbitrary start, never going back.
-    public static func monotonicMs() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-    }
-
     private static func failureMetadata(_ error: any Error, address: String, direction: String) -> Logger.Metadata {
         var metadata: Logger.Metadata = ["peer.address": "\(address)", "handshake.direction": "\(direction)"]
         if let error = error as? HandshakeError {
@@ -524,21 +516,18 @@ final class ListenerState: Sendable {
     private struct Inner {
         var admission: InboundAdmission
         var handshaking: [InboundAdmission.Slot: any Channel] = [:]
-        var throttle: EventThrottle
     }
 
     private let inner: Mutex<Inner>
-    private let logger: Logger
     private let nowMs: @Sendable () -> UInt64
-    private let logWindowMs: UInt64
+    /// The listener's log of repeated events.
+    let log: ThrottledLog
 
     init(configuration: TransportConfiguration, logger: Logger) {
-        inner = Mutex(Inner(admission: InboundAdmission(limits: configuration.inboundLimits),
-                            throttle: EventThrottle(linesPerWindow: configuration.logLinesPerWindow,
-                                                    windowMs: configuration.logWindowMs)))
-        self.logger = logger
+        inner = Mutex(Inner(admission: InboundAdmission(limits: configuration.inboundLimits)))
         nowMs = configuration.nowMs
-        logWindowMs = configuration.logWindowMs
+        log = ThrottledLog(logger: logger, linesPerWindow: configuration.logLinesPerWindow,
+                           windowMs: configuration.logWindowMs, nowMs: configuration.nowMs)
     }
 
     /// Admits a just-accepted channel, or returns nil (and logs, throttled) when it is refused.
@@ -557,7 +546,7 @@ final class ListenerState: Sendable {
         case .refused(.closed):
             return nil
         case .refused(let refusal):
-            log("refused.\(refusal.rawValue)", level: .warning, "refusing connection: \(Self.explain(refusal))",
+            log.log("refused.\(refusal.rawValue)", level: .warning, "refusing connection: \(Self.explain(refusal))",
                 metadata: ["peer.address": "\(host)", "refusal": "\(refusal.rawValue)"])
             return nil
         }
@@ -601,7 +590,7 @@ final class ListenerState: Sendable {
 
     private func logPenalty(_ host: RemoteHost) {
         let limits = inner.withLock { $0.admission.limits }
-        log("penalized", level: .warning,
+        log.log("penalized", level: .warning,
             "refusing \(host) for \(limits.penaltyMs / 1000) s: \(limits.offencesMax) offences within \(limits.offenceWindowMs / 1000) s",
             metadata: ["peer.address": "\(host)"])
     }
@@ -620,41 +609,6 @@ final class ListenerState: Sendable {
         return inner.withLock { inner in
             InboundStatus(limits: .init(inner.admission.limits), open: inner.admission.occupancy(nowMs: now),
                           counters: inner.admission.counters)
-        }
-    }
-
-    // MARK: Logging, throttled
-
-    /// Logs `message` unless events of kind `key` were already told `logLinesPerWindow` times in
-    /// this window; those left out are summed up by `flushLogs`.
-    func log(_ key: String, level: Logger.Level, _ message: @autoclosure () -> Logger.Message, metadata: Logger.Metadata) {
-        let now = nowMs()
-        let (decision, summaries) = inner.withLock { inner in
-            (inner.throttle.record(key, nowMs: now), inner.throttle.flush(nowMs: now))
-        }
-        tell(summaries)
-        if decision == .log { logger.log(level: level, message(), metadata: metadata) }
-    }
-
-    /// One line per kind of event that was left out of the log in a window that has ended.
-    func flushLogs(all: Bool = false) {
-        let now = nowMs()
-        tell(inner.withLock { $0.throttle.flush(nowMs: now, all: all) })
-    }
-
-    private func tell(_ summaries: [EventThrottle.Summary]) {
-        for summary in summaries {
-            logger.notice(
-                "\(summary.suppressed) more \(summary.key) in the last \(max(1, (summary.windowMs + 500) / 1000)) s (not logged one by one)",
-                metadata: ["log.suppressed": "\(summary.suppressed)", "log.event": "\(summary.key)"])
-        }
-    }
-
-    /// Flushes summaries once per window until cancelled.
-    func flushLogsPeriodically() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(Int64(logWindowMs)))
-            flushLogs()
         }
     }
 }
