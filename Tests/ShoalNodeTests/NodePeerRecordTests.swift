@@ -1,8 +1,10 @@
 import Foundation
 import Logging
+import NIOCore
 import NIOPosix
 import ShoalCore
 import ShoalStore
+import ShoalWire
 import Testing
 
 @testable import ShoalNode
@@ -99,6 +101,32 @@ struct NodePeerRecordTests {
         }
         // Both count against the rogue's IP address, whatever identity it comes back with.
         try await eventually(10, "two offences counted") { try a.node.status().connections.inbound?.counters.offences == 2 }
+        await a.stop()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aPeerThatSendsBytesThatAreNoFrameIsDroppedBannedAndCountedAgainstItsAddress() async throws {
+        let a = try RunningNode(name: "a")
+        let addressA = try await a.start()
+        let port = try #require(Int(addressA.split(separator: ":").last!))
+        let configuration = TransportConfiguration(identity: seededIdentity(seed: 78, networkID: a.node.configuration.networkID), epoch: 1)
+        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
+                              logger: RunningNode.logger("rogue"))
+        let connection = try await rogue.dial(host: "127.0.0.1", port: port)
+        try await connection.channel.executeThenClose { inbound, _ in
+            // A length field far over the frame limit, written beneath our own encoder.
+            let channel = connection.channel.channel
+            try await channel.eventLoop.submit {
+                let encoder = try channel.pipeline.syncOperations.context(handlerType: MessageToByteHandler<MessageEncoder>.self)
+                encoder.writeAndFlush(NIOAny(ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xF0, 1, 2, 3, 4])), promise: nil)
+            }.get()
+            _ = await drainUntilClosed(inbound)
+        }
+        let overlay = configuration.identity.overlay
+        try await eventually(10, "the ban is recorded") {
+            (try a.node.store.read { try $0.peer(overlay) }?.banUntilMs ?? 0) > Store.wallClockMs()
+        }
+        try await eventually(10, "an offence counted") { try a.node.status().connections.inbound?.counters.offences == 1 }
         await a.stop()
     }
 }

@@ -16,6 +16,8 @@ public enum PeerFault: Equatable, Sendable, CustomStringConvertible {
     case batchTimeout(RequestID)
     /// Too many requests in flight from this peer.
     case overloaded(String)
+    /// Bytes that do not decode as a frame (the connection cannot go on after them).
+    case malformedFrame(String)
 
     /// Whether the connection must be closed; otherwise the peer is only scored down.
     public var dropsPeer: Bool {
@@ -34,6 +36,7 @@ public enum PeerFault: Equatable, Sendable, CustomStringConvertible {
         case .malformedRequest(let m): return "malformed request: \(m)"
         case .batchTimeout(let r): return "chunks for request \(r) did not arrive in time"
         case .overloaded(let m): return "overloaded: \(m)"
+        case .malformedFrame(let m): return "malformed frame: \(m)"
         }
     }
 }

@@ -103,6 +103,9 @@ actor PeerSession {
                         await self.receive(message)
                         if await self.closing { break }
                     }
+                } catch let error as WireError {
+                    // Bytes that are no frame: as much a protocol violation as a bad message.
+                    await self.fault(.malformedFrame("\(error)"))
                 } catch {
                     await self.log(.debug, "connection ended: \(error)")
                 }
