@@ -22,7 +22,11 @@ public func makeAPIApplication(
 ) -> Application<RouterResponder<APIRequestContext>> {
     Application(
         router: makeRouter(node: node),
-        server: .http1(configuration: .init(idleTimeout: .seconds(APILimits.idleTimeoutSeconds))),
+        // `MalformedRequestHandler` answers what never reaches the router (a request the HTTP
+        // parser refuses, `CONNECT`) with the same JSON error body as the router's errors.
+        server: .http1(configuration: .init(
+            additionalChannelHandlers: [MalformedRequestHandler()],
+            idleTimeout: .seconds(APILimits.idleTimeoutSeconds))),
         configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
         onServerRunning: { channel in
             await onListening(channel.localAddress?.port ?? port)

@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOHTTP1
 import ShoalCore
 import ShoalStore
 
@@ -6,7 +7,8 @@ import ShoalStore
 /// `{"error": {"code": "...", "message": "..."}}`.
 ///
 /// Every 4xx and 5xx the API sends has that body, whatever produced it: a handler, the router
-/// (unknown path) or Hummingbird (a body over the limit). `APIErrorMiddleware` turns everything
+/// (unknown path), Hummingbird (a body over the limit) or NIO's HTTP/1 parser (a request it
+/// cannot parse, answered by `MalformedRequestHandler`). `APIErrorMiddleware` turns everything
 /// else into one of these.
 public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     /// Stable, machine-readable error codes. Clients switch on these, not on messages.
@@ -25,8 +27,12 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
         case storeError
         /// A stored chunk no longer hashes to its address; `lmdb-inspect verify` will list it.
         case corruptChunk
-        /// Any other malformed request.
+        /// Any other malformed request, including one the HTTP parser refuses (a bad request line,
+        /// header or `Content-Length`, or a request line and headers over 80 KiB).
         case badRequest
+        /// A method this API never serves: `CONNECT` (it is no proxy), or one the HTTP parser
+        /// does not know (`FOO`). Status 501.
+        case unsupportedMethod
         /// A bug or an unexpected failure.
         case `internal`
     }
@@ -54,9 +60,17 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     public var body: Body { Body(error: .init(code: code.rawValue, message: message)) }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = try JSONBody.response(body, status: status)
-        if status == .serviceUnavailable { response.headers[.retryAfter] = "1" }
-        return response
+        let (head, body) = try responseParts()
+        return Response(status: head.status, headers: head.headerFields, body: ResponseBody(byteBuffer: body))
+    }
+
+    /// The head and JSON body of this error's answer. The one place they are made: for the
+    /// router (`response(from:context:)`) and for requests that never reach it
+    /// (`MalformedRequestHandler`). Framing headers (`Content-Length`) are the sender's.
+    func responseParts() throws -> (head: HTTPResponse, body: ByteBuffer) {
+        var fields: HTTPFields = [.contentType: JSONBody.contentType]
+        if status == .serviceUnavailable { fields[.retryAfter] = "1" }
+        return (HTTPResponse(status: status, headerFields: fields), try JSONBody.bytes(body))
     }
 }
 
@@ -86,6 +100,10 @@ extension APIError {
             default:
                 return APIError(.internalServerError, .storeError, error.description)
             }
+        case let error as HTTPParserError:
+            // A chunked body the parser refuses in the middle of an upload reaches the handler
+            // reading it; between requests `MalformedRequestHandler` answers before the router.
+            return APIError(parserError: error)
         case let error as ChunkError:
             if case .addressMismatch = error {
                 return APIError(.internalServerError, .corruptChunk, "stored chunk is damaged: \(error)")
@@ -95,6 +113,40 @@ extension APIError {
             return APIError(.internalServerError, .internal, "\(error)")
         }
     }
+}
+
+extension APIError {
+    /// What the client is told when NIO's HTTP/1 parser (llhttp) refuses its request.
+    ///
+    /// A request line or header section over the decoder's 80 KiB limit is 400, not 414: the
+    /// parser reports both as `headerOverflow`, and telling a long path from long headers
+    /// would mean parsing the bytes a second time.
+    init(parserError: HTTPParserError) {
+        switch parserError {
+        case .invalidMethod:
+            self.init(.notImplemented, .unsupportedMethod,
+                      "unknown request method; this API serves GET, HEAD and POST")
+        case .headerOverflow:
+            self.init(.badRequest, .badRequest,
+                      "request line and headers exceed the limit (80 KiB, at most 1000 header fields)")
+        case .invalidContentLength, .unexpectedContentLength:
+            self.init(.badRequest, .badRequest, "invalid Content-Length header")
+        case .invalidChunkSize:
+            self.init(.badRequest, .badRequest, "invalid chunk size in a chunked request body")
+        case .invalidURL:
+            self.init(.badRequest, .badRequest, "invalid request target")
+        case .invalidVersion:
+            self.init(.badRequest, .badRequest, "invalid or unsupported HTTP version")
+        case .invalidHeaderToken, .lfExpected, .invalidCharactersUsed:
+            self.init(.badRequest, .badRequest, "malformed request line or header (\(parserError))")
+        default:
+            self.init(.badRequest, .badRequest, "malformed HTTP request (\(parserError))")
+        }
+    }
+
+    /// The answer to `CONNECT`, which the router never sees (see `MalformedRequestHandler`).
+    static let connectNotSupported = APIError(
+        .notImplemented, .unsupportedMethod, "CONNECT is not supported: this API is not a proxy")
 }
 
 /// Turns every error thrown below it into an `APIError`, so no response leaves without the

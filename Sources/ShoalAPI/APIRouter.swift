@@ -45,8 +45,10 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | `GET /status` | `NodeStatus` |
 /// | `GET /peers` | `[PeerStatus]` |
 ///
-/// Every error is JSON `{"error": {"code", "message"}}` (`APIError`). `HEAD` works wherever
-/// `GET` does.
+/// Every error is JSON `{"error": {"code", "message"}}` (`APIError`); served by
+/// `makeAPIApplication`, so are the answers to requests that never reach this router (the HTTP
+/// parser refuses them, or they are `CONNECT`: `MalformedRequestHandler`). `HEAD` works
+/// wherever `GET` does.
 public func makeRouter(node: some NodeAPIBacking) -> Router<APIRequestContext> {
     let router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
     // First, so that it wraps every route and the router's own "not found".

@@ -14,13 +14,20 @@ enum JSONBody {
         return encoder
     }
 
-    static func response(_ value: some Encodable, status: HTTPResponse.Status, headers: HTTPFields = [:]) throws -> Response {
+    static let contentType = "application/json; charset=utf-8"
+
+    /// `value` as the bytes of a response body: the JSON and a final newline.
+    static func bytes(_ value: some Encodable) throws -> ByteBuffer {
         let data = try encoder().encode(value)
         var buffer = ByteBufferAllocator().buffer(capacity: data.count + 1)
         buffer.writeBytes(data)
         buffer.writeInteger(UInt8(ascii: "\n"))
+        return buffer
+    }
+
+    static func response(_ value: some Encodable, status: HTTPResponse.Status, headers: HTTPFields = [:]) throws -> Response {
         var fields = headers
-        fields[.contentType] = "application/json; charset=utf-8"
-        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: buffer))
+        fields[.contentType] = contentType
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: try bytes(value)))
     }
 }

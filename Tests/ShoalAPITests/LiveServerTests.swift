@@ -82,6 +82,8 @@ final class PortRecorder: Sendable {
 enum RawHTTP {
     struct Response {
         var status: Int
+        /// Header names lowercased; the last of repeated fields.
+        var headers: [String: String] = [:]
         var body: [UInt8]
     }
 
@@ -110,7 +112,7 @@ enum RawHTTP {
 
     /// Blocking socket calls stay off Swift's cooperative pool (two threads on two cores), which
     /// the server under test needs to answer.
-    private static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    static func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             Thread { continuation.resume(with: Result { try work() }) }.start()
         }
@@ -148,28 +150,30 @@ enum RawHTTP {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
             if n <= 0 { break }
             received += buffer[..<n]
-            if let response = parse(received) { return response }
+            if let response = parse(received) { return response.response }
         }
-        return try parse(received) ?? { throw Failure(description: "incomplete response: \(String(decoding: received, as: UTF8.self))") }()
+        return try parse(received)?.response ?? { throw Failure(description: "incomplete response: \(String(decoding: received, as: UTF8.self))") }()
     }
 
-    /// A complete response (status line, headers, Content-Length body), or nil if more is needed.
-    private static func parse(_ bytes: [UInt8]) -> Response? {
+    /// A complete response (status line, headers, Content-Length body) at the start of `bytes`
+    /// and the number of bytes it takes, or nil if more is needed.
+    static func parse(_ bytes: [UInt8]) -> (response: Response, length: Int)? {
         let separator: [UInt8] = [13, 10, 13, 10]
         guard let end = bytes.indices.first(where: { bytes[$0...].starts(with: separator) }) else { return nil }
         let head = String(decoding: bytes[..<end], as: UTF8.self)
         let lines = head.components(separatedBy: "\r\n")
         let parts = lines[0].split(separator: " ")
         guard parts.count >= 2, let status = Int(parts[1]) else { return nil }
-        var length = 0
+        var headers: [String: String] = [:]
         for line in lines.dropFirst() {
             let pair = line.split(separator: ":", maxSplits: 1)
-            if pair.count == 2, pair[0].lowercased() == "content-length" {
-                length = Int(pair[1].trimmingCharacters(in: .whitespaces)) ?? 0
+            if pair.count == 2 {
+                headers[pair[0].lowercased()] = pair[1].trimmingCharacters(in: .whitespaces)
             }
         }
-        let body = Array(bytes[(end + 4)...])
+        let length = headers["content-length"].flatMap { Int($0) } ?? 0
+        let body = bytes[(end + 4)...]
         guard body.count >= length else { return nil }
-        return Response(status: status, body: Array(body.prefix(length)))
+        return (Response(status: status, headers: headers, body: Array(body.prefix(length))), end + 4 + length)
     }
 }
