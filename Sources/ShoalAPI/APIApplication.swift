@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import ShoalNode
 
 /// Bounds of the API server.
 public enum APILimits {
@@ -13,6 +14,9 @@ public enum APILimits {
 /// Run it in the same `ServiceGroup` as the node, after it: on graceful shutdown the group
 /// stops services in reverse order, so the API stops accepting and finishes its requests
 /// (uploads included) while the node's store writer still runs.
+///
+/// Its log of repeated events (every 5xx, and with `debug` every request) is throttled: per
+/// kind, five lines per 10 s and then one summary line (`ThrottledLog`).
 public func makeAPIApplication(
     node: some NodeAPIBacking,
     host: String,
@@ -20,8 +24,9 @@ public func makeAPIApplication(
     logger: Logger,
     onListening: @escaping @Sendable (_ port: Int) async -> Void = { _ in }
 ) -> Application<RouterResponder<APIRequestContext>> {
-    Application(
-        router: makeRouter(node: node),
+    let log = ThrottledLog(logger: logger)
+    var application = Application(
+        router: makeRouter(node: node, log: log),
         // `MalformedRequestHandler` answers what never reaches the router (a request the HTTP
         // parser refuses, `CONNECT`) with the same JSON error body as the router's errors.
         server: .http1(configuration: .init(
@@ -33,4 +38,6 @@ public func makeAPIApplication(
         },
         logger: logger
     )
+    application.addServices(log)
+    return application
 }

@@ -1,6 +1,7 @@
 import Hummingbird
 import NIOHTTP1
 import ShoalCore
+import ShoalNode
 import ShoalStore
 
 /// An API failure as the client sees it: an HTTP status and the JSON body
@@ -152,18 +153,44 @@ extension APIError {
 /// Turns every error thrown below it into an `APIError`, so no response leaves without the
 /// JSON error body. Added before any route, so it also wraps the router's "not found".
 struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    let log: ThrottledLog
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch {
             let apiError = APIError.from(error)
             if apiError.status.code >= 500 {
-                context.logger.error("request failed", metadata: [
-                    "http.method": "\(request.method)", "http.path": "\(request.uri.path)",
+                log.log("api.error.\(apiError.code.rawValue)", level: .error, "request failed", metadata: [
+                    "http.method": "\(request.method)", "http.path": "\(request.uri.path.prefix(200))",
                     "error.code": "\(apiError.code.rawValue)", "error": "\(error)",
                 ])
             }
             throw apiError
+        }
+    }
+}
+
+/// One `debug` line per request (method, path, status, time), throttled per status class.
+struct APIAccessLogMiddleware<Context: RequestContext>: RouterMiddleware {
+    let log: ThrottledLog
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard log.logger.logLevel <= .debug else { return try await next(request, context) }
+        let start = ContinuousClock.now
+        func record(_ status: HTTPResponse.Status) {
+            let elapsed = ContinuousClock.now - start
+            let ms = Double(elapsed.components.attoseconds / 1_000_000_000_000) / 1000 + Double(elapsed.components.seconds) * 1000
+            log.log("api.access.\(status.code / 100)xx", level: .debug,
+                    "\(request.method) \(request.uri.path.prefix(200)) \(status.code) \(ms.formatted(.number.precision(.fractionLength(1)))) ms")
+        }
+        do {
+            let response = try await next(request, context)
+            record(response.status)
+            return response
+        } catch let error as APIError {
+            record(error.status)
+            throw error
         }
     }
 }

@@ -49,10 +49,16 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// `makeAPIApplication`, so are the answers to requests that never reach this router (the HTTP
 /// parser refuses them, or they are `CONNECT`: `MalformedRequestHandler`). `HEAD` works
 /// wherever `GET` does.
-public func makeRouter(node: some NodeAPIBacking) -> Router<APIRequestContext> {
+///
+/// Requests are logged at `debug` (`GET /status 200 0.4 ms`), failures with a 5xx at `error`,
+/// both through `log`, which keeps a flood of them to a few lines and a summary. Without one,
+/// a log of its own is made (its summaries then come as further lines arrive).
+public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil) -> Router<APIRequestContext> {
+    let log = log ?? ThrottledLog(logger: Logger(label: "shoal.api"))
     let router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
     // First, so that it wraps every route and the router's own "not found".
-    router.add(middleware: APIErrorMiddleware())
+    router.add(middleware: APIAccessLogMiddleware(log: log))
+    router.add(middleware: APIErrorMiddleware(log: log))
 
     router.post("/chunks") { request, context in
         try await uploadChunk(request, context: context, node: node)

@@ -1,4 +1,5 @@
 import Logging
+import ServiceLifecycle
 import ShoalCore
 import Synchronization
 
@@ -15,7 +16,7 @@ import Darwin
 ///
 /// Lines below the logger's level cost nothing and are not counted. Call `flush()` from time
 /// to time (`flushPeriodically()` does) so that a flood that stops is still summed up.
-public final class ThrottledLog: Sendable {
+public final class ThrottledLog: Service, Sendable {
     private struct Inner {
         var throttle: EventThrottle
         /// The level each kind was logged at, for its summary.
@@ -63,6 +64,12 @@ public final class ThrottledLog: Sendable {
             flush()
         }
         flush(all: true)
+    }
+
+    /// As a service (e.g. beside an HTTP server): flushes once per window until graceful
+    /// shutdown or cancellation, then flushes everything.
+    public func run() async {
+        await cancelWhenGracefulShutdown { await self.flushPeriodically() }
     }
 
     private static func take(_ summaries: [EventThrottle.Summary], from inner: inout Inner) -> [(EventThrottle.Summary, Logger.Level)] {

@@ -1,0 +1,91 @@
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import ShoalAPI
+import ShoalCore
+import ShoalNode
+import ShoalStore
+import Synchronization
+import Testing
+
+/// Keeps every log line, with its level and metadata.
+private final class Lines: Sendable {
+    struct Line: Sendable {
+        var level: Logger.Level
+        var message: String
+        var metadata: [String: String]
+    }
+
+    private let lines = Mutex<[Line]>([])
+    var all: [Line] { lines.withLock { $0 } }
+
+    func logger(level: Logger.Level) -> Logger {
+        var logger = Logger(label: "shoal.api.test") { _ in Handler(lines: self) }
+        logger.logLevel = level
+        return logger
+    }
+
+    private struct Handler: LogHandler {
+        let lines: Lines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }.mapValues { "\($0)" }
+            lines.lines.withLock { $0.append(Line(level: event.level, message: "\(event.message)", metadata: merged)) }
+        }
+    }
+}
+
+/// A node whose store fails every status read: each `GET /status` is a 500.
+private struct BrokenNode: NodeAPIBacking {
+    var overlay: OverlayAddress { OverlayAddress(bytes: [UInt8](repeating: 7, count: 32))! }
+    func upload(_ chunk: Chunk) async throws -> BatchResult { throw StoreError(.system, "disk on fire") }
+    func chunk(_ address: ChunkAddress) throws -> Chunk? { nil }
+    func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? { nil }
+    func status() throws -> NodeStatus { throw StoreError(.system, "disk on fire") }
+    func peers() async -> [PeerStatus] { [] }
+}
+
+@Suite struct APILogThrottleTests {
+    @Test func aFloodOfFailingRequestsIsLoggedAsAFewLinesAndASummary() async throws {
+        let lines = Lines()
+        let log = ThrottledLog(logger: lines.logger(level: .debug), linesPerWindow: 5, windowMs: 60_000)
+        let app = Application(router: makeRouter(node: BrokenNode(), log: log), logger: lines.logger(level: .critical))
+        try await app.test(.router) { client in
+            for _ in 0..<200 {
+                try await client.execute(uri: "/status", method: .get) { #expect($0.status == .internalServerError) }
+            }
+        }
+        log.flush(all: true)
+        let errors = lines.all.filter { $0.message == "request failed" }
+        let access = lines.all.filter { $0.message.hasPrefix("GET /status 500") }
+        #expect(errors.count == 5)
+        #expect(errors.allSatisfy { $0.level == .error && $0.metadata["error.code"] == "storeError" })
+        #expect(access.count == 5)
+        let summaries = Dictionary(uniqueKeysWithValues: lines.all.compactMap { line in
+            line.metadata["log.event"].map { ($0, (line.metadata["log.suppressed"] ?? "", line.level)) }
+        })
+        #expect(summaries["api.error.storeError"]?.0 == "195")
+        #expect(summaries["api.error.storeError"]?.1 == .error)
+        #expect(summaries["api.access.5xx"]?.0 == "195")
+        #expect(lines.all.count == 12)
+    }
+
+    @Test func requestsBelowTheLogLevelCostNoLineAndNoCount() async throws {
+        let lines = Lines()
+        let log = ThrottledLog(logger: lines.logger(level: .info), linesPerWindow: 5, windowMs: 60_000)
+        let app = Application(router: makeRouter(node: BrokenNode(), log: log), logger: lines.logger(level: .critical))
+        try await app.test(.router) { client in
+            for _ in 0..<20 {
+                try await client.execute(uri: "/nothing-here", method: .get) { #expect($0.status == .notFound) }
+            }
+        }
+        log.flush(all: true)
+        #expect(lines.all.isEmpty)
+    }
+}
