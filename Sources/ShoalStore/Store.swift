@@ -50,6 +50,8 @@ public final class Store: @unchecked Sendable {
     let landingIndex: LandingIndex?
     /// How a read-only store finds `landing` entries (nil when writable).
     let landingSnapshot: LandingSnapshot?
+    /// Held by a writable store until `close()`: one writer per store, in any process.
+    private let writerLock: WriterLock?
     /// The write failure that stopped writes (decision 0011), or nil while writes go on.
     private let stoppingFailure = Mutex<StoreError?>(nil)
 
@@ -89,6 +91,8 @@ public final class Store: @unchecked Sendable {
         }
         self.directory = dir
         self.options = options
+        // Before the environment opens: a second writer learns it at once, and touches nothing.
+        writerLock = options.readOnly ? nil : try WriterLock(directory: dir)
         var envOptions = Environment.Options()
         // A read-only open takes the map size the file records (0: "use the size in the file").
         envOptions.mapSize = options.readOnly ? 0 : options.mapSize
@@ -153,8 +157,12 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// Closes the environment; the store must not be used after.
-    public func close() { environment.close() }
+    /// Closes the environment and, if writable, lets another writer open the store; the store
+    /// must not be used after.
+    public func close() {
+        environment.close()
+        writerLock?.release()
+    }
 
     static func openTables(_ env: Environment) throws -> Tables {
         let n = Schema.Name.self

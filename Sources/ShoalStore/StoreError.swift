@@ -34,6 +34,8 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         /// `fdatasync`, an `EIO`, a failed commit); the store refuses every write until it is
         /// reopened (the process restarts). Reads go on. `underlying` is that first failure.
         case writerFailed
+        /// Another open of the store (in this process or another) has it open for writing.
+        case inUse
     }
 
     /// The system call that failed and its errno, for `.system` errors.
