@@ -20,50 +20,88 @@ import Darwin
 final class WriterLock: Sendable {
     static let fileName = "writer.lock"
 
-    /// The locked descriptor; -1 once released.
-    private let fd: Mutex<Int32>
+    /// Lock files (device, inode) this process holds. A `flock` is refused to a second open in
+    /// this process too, but a refusal names only a pid, and this set tells "another open of
+    /// ours" from "a child process that has not yet exec'd" (below).
+    private static let heldHere = Mutex<Set<FileID>>([])
+
+    /// A fork copies every descriptor, and the copy holds the lock until the child execs and
+    /// `O_CLOEXEC` closes it. A store closed and reopened while another thread spawns a process
+    /// can meet that copy; it goes away within microseconds, so wait this long for it.
+    static let inheritedCopyWaitMaxMs = 2000
+
+    private struct FileID: Hashable { var device: UInt64; var inode: UInt64 }
+
+    /// The locked descriptor and its file; fd -1 once released.
+    private let held: Mutex<(fd: Int32, file: FileID)>
 
     init(directory: String) throws(StoreError) {
         // Acquired before anything is stored: if this initializer threw with every property
         // set, `deinit` would run and close a descriptor that is not ours.
-        let fd = try WriterLock.acquire(directory + "/" + WriterLock.fileName, directory: directory)
-        self.fd = Mutex(fd)
+        let held = try WriterLock.acquire(directory + "/" + WriterLock.fileName, directory: directory)
+        self.held = Mutex(held)
     }
 
     deinit { release() }
 
     /// Unlocks (closes the file); later calls do nothing.
     func release() {
-        fd.withLock { fd in
-            guard fd >= 0 else { return }
-            close(fd)
-            fd = -1
+        held.withLock { held in
+            guard held.fd >= 0 else { return }
+            _ = WriterLock.heldHere.withLock { $0.remove(held.file) }
+            close(held.fd)
+            held.fd = -1
         }
     }
 
     /// Opens and locks `path`, and writes this process's pid into it for the message another
     /// open prints; the descriptor is closed again if the lock is refused.
-    private static func acquire(_ path: String, directory: String) throws(StoreError) -> Int32 {
+    private static func acquire(_ path: String, directory: String) throws(StoreError) -> (fd: Int32, file: FileID) {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StoreError.system("open(\(path))", errno: errno) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
             let code = errno
-            let holder = code == EWOULDBLOCK ? holderPID(fd) : nil
             close(fd)
-            guard code == EWOULDBLOCK else { throw StoreError.system("flock(\(path))", errno: code) }
-            let who: String
-            switch holder {
-            case getpid(): who = "this process (pid \(getpid()))"
-            case let pid?: who = "process \(pid)"
-            case nil: who = "another process"
+            throw StoreError.system("fstat(\(path))", errno: code)
+        }
+        let file = FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+        let refusal: StoreError? = heldHere.withLock { held in
+            if held.contains(file) { return inUse(directory, by: "this process (pid \(getpid()))") }
+            var waitedMs = 0
+            while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+                let code = errno
+                if code == EINTR { continue }
+                guard code == EWOULDBLOCK else { return StoreError.system("flock(\(path))", errno: code) }
+                let holder = holderPID(fd)
+                // Our pid in the file, yet no open of ours holds it: a forked child's copy.
+                if holder == getpid() && waitedMs < inheritedCopyWaitMaxMs {
+                    usleep(1000)
+                    waitedMs += 1
+                    continue
+                }
+                switch holder {
+                case getpid(): return inUse(directory, by: "a child of this process (pid \(getpid()))")
+                case let pid?: return inUse(directory, by: "process \(pid)")
+                case nil: return inUse(directory, by: "another process")
+                }
             }
-            throw StoreError(.inUse, "\(directory) is open for writing by \(who) (\(fileName) is locked); "
-                             + "one writer at a time: stop the node, or wait for repair to finish")
+            held.insert(file)
+            return nil
+        }
+        if let refusal {
+            close(fd)
+            throw refusal
         }
         let pid = Array("\(getpid())\n".utf8)
         _ = ftruncate(fd, 0)
         _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
-        return fd
+        return (fd, file)
+    }
+
+    private static func inUse(_ directory: String, by who: String) -> StoreError {
+        StoreError(.inUse, "\(directory) is open for writing by \(who) (\(fileName) is locked); "
+                   + "one writer at a time: stop the node, or wait for repair to finish")
     }
 
     /// The pid the holder wrote, if it has written it yet.
