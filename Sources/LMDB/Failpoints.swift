@@ -50,8 +50,9 @@ public enum _Failpoints {
     /// How many armings are live. The only thing a site reads when nothing is armed; its first
     /// read arms what `SHOAL_FAILPOINTS` asks for.
     private static let armedCount = Atomic<Int>(_Failpoints.armFromEnvironment())
-    /// Faults injected so far, for tests to check that theirs fired.
-    private static let injected = Atomic<Int>(0)
+    /// Faults injected so far, by the directory they were armed for ("" for everywhere), for
+    /// tests to check that theirs fired.
+    private static let injected = Mutex<[String: Int]>([:])
 
     /// Fails the call at `site` that comes after `passes` calls that pass, and `times - 1` more
     /// after it. With `directory`, only calls on files under it count.
@@ -82,8 +83,11 @@ public enum _Failpoints {
         }
     }
 
-    /// Faults injected so far in this process.
-    public static var injectedCount: Int { injected.load(ordering: .relaxed) }
+    /// Faults injected so far for armings under `directory` (as given to `arm`), or for
+    /// armings without a directory when nil.
+    public static func injectedCount(under directory: String? = nil) -> Int {
+        injected.withLock { $0[directory ?? "", default: 0] }
+    }
 
     /// The errno the call at `site` on `path` is to fail with, or nil to make the real call.
     @inline(__always)
@@ -101,9 +105,10 @@ public enum _Failpoints {
             }
             let code = list[i].errno
             list[i].failuresLeft -= 1
+            let key = list[i].scope.first ?? ""
             if list[i].failuresLeft == 0 { list.remove(at: i) }
             armedCount.store(list.count, ordering: .relaxed)
-            injected.add(1, ordering: .relaxed)
+            injected.withLock { $0[key, default: 0] += 1 }
             return code
         }
     }

@@ -15,7 +15,7 @@ import Glibc
 /// store holds exactly what was acknowledged and verifies clean.
 ///
 /// Faults are injected with `_Failpoints`, armed only for each test's own store directory, so
-/// suites running beside this one never see them; serialized so that `injectedCount` is ours.
+/// suites running beside this one never see them. Serialized: one armed store at a time.
 @Suite(.serialized) struct IOFaultTests {
     enum Fault: String, CaseIterable, CustomTestStringConvertible {
         case pwriteENOSPC, pwriteEIO, fdatasyncEIO, fdatasyncENOSPC, commitEIO, commitENOSPC
@@ -50,13 +50,12 @@ import Glibc
             _ = try await writer.apply(StoreBatch(chunks: Array(part)))
         }
         let slotsBefore = try t.store.verify().slotsNext
-        let injectedBefore = _Failpoints.injectedCount
 
         _Failpoints.arm(fault.site, after: 0, errno: fault.errno, under: t.directory)
         defer { _Failpoints.disarm(under: t.directory) }
         let refused = t.chunks.next(12, size: 4096)
         let error = try await #require(throws: StoreError.self) { try await writer.apply(StoreBatch(chunks: refused)) }
-        #expect(_Failpoints.injectedCount == injectedBefore + 1, "the armed fault fired once")
+        #expect(_Failpoints.injectedCount(under: t.directory) == 1, "the armed fault fired once")
         expect(error, isThe: fault)
 
         // Reads go on: what was acknowledged is there, byte for byte; nothing of the refused batch is.
@@ -128,6 +127,7 @@ import Glibc
             expect(error, isThe: fault)
         }
         #expect(writer.groupCommits == 1, "only the first batch committed; nothing was retried")
+        #expect(_Failpoints.injectedCount(under: t.directory) == 1, "one fault, for the whole group")
         try expectHolds(t.store, exactly: acknowledged, notAny: batches.flatMap { $0 })
         writer.stop()
         try t.reopen()
