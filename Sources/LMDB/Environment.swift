@@ -171,6 +171,11 @@ public final class Environment: @unchecked Sendable {
             throw error
         }
         transaction.end()
+        if let code = _Failpoints.fault(.commit, path: path) {
+            // A failed commit as LMDB leaves it: the transaction freed, none of it visible.
+            mdb_txn_abort(txn)
+            throw LMDBError(code: code, operation: "mdb_txn_commit")
+        }
         // mdb_txn_commit frees the transaction whether or not it succeeds.
         try LMDBError.check(mdb_txn_commit(txn), "mdb_txn_commit")
         return result

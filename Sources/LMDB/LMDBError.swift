@@ -61,6 +61,9 @@ public struct LMDBError: Error, Equatable, CustomStringConvertible, Sendable {
 
     public var isMapFull: Bool { code == MDB_MAP_FULL }
     public var isMapResized: Bool { code == MDB_MAP_RESIZED }
+    /// LMDB refuses every further transaction: "a fatal error occurred earlier and the
+    /// environment must be shut down" (lmdb.h), e.g. after a failed meta page write.
+    public var isPanic: Bool { code == MDB_PANIC }
 
     /// Throws an `LMDBError` unless `rc` is `MDB_SUCCESS`.
     @inline(__always)

@@ -39,6 +39,7 @@ extension Store {
     @discardableResult
     public func repair() throws(StoreError) -> RepairPlan {
         guard !options.readOnly else { throw StoreError(.readOnly, "repair needs the store open writable") }
+        try refuseWritesIfStopped()
         do {
             let plan = try environment.write { txn in
                 let repairer = Repairer(store: self, txn: txn)
@@ -50,7 +51,7 @@ extension Store {
             if let landingIndex { try environment.read { try landingIndex.rebuild(from: $0, tables: tables) } }
             return plan
         } catch {
-            throw StoreError.wrap(error, "repairing the store")
+            throw stopWritesIfUnsafe(StoreError.wrap(error, "repairing the store"))
         }
     }
 }

@@ -1,3 +1,5 @@
+import LMDB
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -116,7 +118,13 @@ final class SlotFile: @unchecked Sendable {
         let offset = off_t(stagedFirst) * off_t(slotSize)
         var done = 0
         while done < bytes {
-            let n = pwrite(writeFD, staging + done, bytes - done, offset + off_t(done))
+            let n: Int
+            if let code = _Failpoints.fault(.pwrite, path: path) {
+                errno = code
+                n = -1
+            } else {
+                n = pwrite(writeFD, staging + done, bytes - done, offset + off_t(done))
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw StoreError.system("pwrite(\(path), slots \(stagedFirst)…\(stagedFirst + UInt64(stagedCount) - 1))", errno: errno)
@@ -162,6 +170,9 @@ final class SlotFile: @unchecked Sendable {
     /// Writes what is staged and makes every write so far durable (`fdatasync`).
     func sync() throws(StoreError) {
         try flush()
+        if let code = _Failpoints.fault(.fdatasync, path: path) {
+            throw StoreError.system("fdatasync(\(path))", errno: code)
+        }
         guard fdatasync(fd) == 0 else { throw StoreError.system("fdatasync(\(path))", errno: errno) }
     }
 

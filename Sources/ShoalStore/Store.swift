@@ -1,5 +1,6 @@
 import LMDB
 import ShoalCore
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -49,6 +50,10 @@ public final class Store: @unchecked Sendable {
     let landingIndex: LandingIndex?
     /// How a read-only store finds `landing` entries (nil when writable).
     let landingSnapshot: LandingSnapshot?
+    /// Held by a writable store until `close()`: one writer per store, in any process.
+    private let writerLock: WriterLock?
+    /// The write failure that stopped writes (decision 0011), or nil while writes go on.
+    private let stoppingFailure = Mutex<StoreError?>(nil)
 
     struct Tables: Sendable {
         let meta: Database
@@ -86,6 +91,8 @@ public final class Store: @unchecked Sendable {
         }
         self.directory = dir
         self.options = options
+        // Before the environment opens: a second writer learns it at once, and touches nothing.
+        writerLock = options.readOnly ? nil : try WriterLock(directory: dir)
         var envOptions = Environment.Options()
         // A read-only open takes the map size the file records (0: "use the size in the file").
         envOptions.mapSize = options.readOnly ? 0 : options.mapSize
@@ -150,8 +157,12 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// Closes the environment; the store must not be used after.
-    public func close() { environment.close() }
+    /// Closes the environment and, if writable, lets another writer open the store; the store
+    /// must not be used after.
+    public func close() {
+        environment.close()
+        writerLock?.release()
+    }
 
     static func openTables(_ env: Environment) throws -> Tables {
         let n = Schema.Name.self
@@ -185,6 +196,7 @@ public final class Store: @unchecked Sendable {
     /// Applies several batches in one transaction (a group commit): all commit or none do.
     public func applyGroup(_ batches: [StoreBatch]) throws(StoreError) -> [BatchResult] {
         guard !options.readOnly else { throw StoreError(.readOnly, "the store is open read-only") }
+        try refuseWritesIfStopped()
         for batch in batches {
             for seal in batch.seals where Int(seal.bin) >= Proximity.binCount {
                 throw StoreError(.invalidBatch, "interval seal for bin \(seal.bin) (bins are 0…31)")
@@ -206,7 +218,7 @@ public final class Store: @unchecked Sendable {
             landingIndex?.committed(changes, transactionID: results.first?.transactionID ?? 0)
             return results
         } catch {
-            throw StoreError.wrap(error, "applying a batch")
+            throw stopWritesIfUnsafe(StoreError.wrap(error, "applying a batch"))
         }
     }
 
@@ -215,6 +227,7 @@ public final class Store: @unchecked Sendable {
     @discardableResult
     public func mergeLanding() throws(StoreError) -> Int {
         guard !options.readOnly else { throw StoreError(.readOnly, "the store is open read-only") }
+        try refuseWritesIfStopped()
         do {
             let (moved, changes, id) = try environment.write { txn in
                 var writer = try WriteContext(store: self, txn: txn)
@@ -224,9 +237,62 @@ public final class Store: @unchecked Sendable {
             landingIndex?.committed(changes, transactionID: id)
             return moved
         } catch {
-            throw StoreError.wrap(error, "merging landing into chunks")
+            throw stopWritesIfUnsafe(StoreError.wrap(error, "merging landing into chunks"))
         }
     }
+
+    // MARK: Write failures (decision 0011)
+
+    /// The failure that stopped writes, or nil while writes go on. Once set it stays until the
+    /// store is closed: reopening (restarting the process) trusts LMDB's last committed state.
+    public var writeFailure: StoreError? { stoppingFailure.withLock { $0 } }
+
+    func refuseWritesIfStopped() throws(StoreError) {
+        if let first = writeFailure { throw Store.writesStopped(by: first) }
+    }
+
+    /// Stops writes if `error` leaves the disk in a state no later write can be trusted on,
+    /// and returns what the caller is to see: the refusal, naming the first such failure, or
+    /// `error` itself when the store goes on (a full disk, a bad batch).
+    func stopWritesIfUnsafe(_ error: StoreError) -> StoreError {
+        guard error.code == .writerFailed || Store.stopsWrites(error) else { return error }
+        let first = stoppingFailure.withLock { failure in
+            if failure == nil { failure = error.code == .writerFailed ? error.underlying as? StoreError ?? error : error }
+            return failure!
+        }
+        return Store.writesStopped(by: first)
+    }
+
+    static func writesStopped(by first: StoreError) -> StoreError {
+        StoreError(.writerFailed, "writes to the store stopped after a write failed; reads go on. "
+                   + "Check the disk, then restart: the store reopens at its last commit", underlying: first)
+    }
+
+    /// Whether a failed write makes every later write unsafe:
+    ///
+    /// - any failed `fdatasync`: after it the kernel may have dropped the dirty pages and marked
+    ///   them clean, so a retried sync "succeeds" without the data (PostgreSQL, 2018);
+    /// - `EIO` (or any errno but a full disk) from `pwrite` or `mdb_txn_commit`;
+    /// - `MDB_PANIC`: LMDB itself refuses after a failed meta page write.
+    ///
+    /// `ENOSPC` and `EDQUOT` from `pwrite` or the commit fail only their batch: nothing it wrote
+    /// is referenced by a committed record, and the next batch may find space again.
+    static func stopsWrites(_ error: StoreError) -> Bool {
+        if let call = error.systemCall {
+            switch call.name {
+            case "fdatasync": return true
+            case "pwrite": return !isDiskFull(call.errno)
+            default: return false
+            }
+        }
+        if let lmdb = error.underlying as? LMDBError {
+            if lmdb.isPanic { return true }
+            if lmdb.operation == "mdb_txn_commit" && lmdb.code > 0 { return !isDiskFull(lmdb.code) }
+        }
+        return false
+    }
+
+    static func isDiskFull(_ code: Int32) -> Bool { code == ENOSPC || code == EDQUOT }
 
     // MARK: Reading
 

@@ -30,16 +30,49 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         case readOnly
         /// A batch that cannot be applied (e.g. an interval range that is inverted).
         case invalidBatch
+        /// An earlier write failed in a way that makes further writes unsafe (a failed
+        /// `fdatasync`, an `EIO`, a failed commit); the store refuses every write until it is
+        /// reopened (the process restarts). Reads go on. `underlying` is that first failure.
+        case writerFailed
+        /// Another open of the store (in this process or another) has it open for writing.
+        case inUse
+    }
+
+    /// The system call that failed and its errno, for `.system` errors.
+    public struct SystemCall: Sendable, Equatable {
+        /// `pwrite`, `fdatasync`, `open`, …
+        public var name: String
+        public var errno: Int32
     }
 
     public let code: Code
     public let message: String
     public let underlying: (any Error & Sendable)?
+    /// For `.system` errors: which call failed, with what errno.
+    public let systemCall: SystemCall?
 
     public init(_ code: Code, _ message: String, underlying: (any Error & Sendable)? = nil) {
         self.code = code
         self.message = message
         self.underlying = underlying
+        self.systemCall = nil
+    }
+
+    init(_ code: Code, _ message: String, systemCall: SystemCall) {
+        self.code = code
+        self.message = message
+        self.underlying = nil
+        self.systemCall = systemCall
+    }
+
+    /// The errno behind this error, if a system call or LMDB reported one (`EIO`, `ENOSPC`, …),
+    /// looking through a wrapped cause.
+    public var systemErrno: Int32? {
+        if let systemCall { return systemCall.errno }
+        // LMDB's own codes are negative (`MDB_KEYEXIST` is -30799); positive codes are errnos.
+        if let lmdb = underlying as? LMDBError, lmdb.code > 0 { return lmdb.code }
+        if let store = underlying as? StoreError { return store.systemErrno }
+        return nil
     }
 
     public var description: String {
@@ -47,13 +80,19 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         return "\(code.rawValue): \(message)"
     }
 
+    /// `operation` is the call and its arguments, e.g. `pwrite(PATH, slots 3…7)`.
     static func system(_ operation: String, errno code: Int32) -> StoreError {
-        StoreError(.system, "\(operation): \(String(cString: strerror(code))) (errno \(code))")
+        StoreError(.system, "\(operation): \(String(cString: strerror(code))) (errno \(code))",
+                   systemCall: SystemCall(name: String(operation.prefix { $0 != "(" }), errno: code))
     }
 
     static func slotMissing(slot: UInt64, fileBytes: UInt64) -> StoreError {
         StoreError(.slotMissing, "slot \(slot) lies beyond the end of the slot file (\(fileBytes) bytes)")
     }
+
+    /// A failure of the disk or the file system (an errno from a write or a sync), or writes
+    /// stopped after one, rather than of what a batch holds.
+    var isFromTheDisk: Bool { code == .writerFailed || systemErrno != nil }
 
     /// Wraps anything thrown below the store into a `StoreError`, keeping it as the cause.
     static func wrap(_ error: any Error, _ context: String) -> StoreError {

@@ -129,8 +129,11 @@ public final class StoreWriter: Sendable {
             commits.add(1, ordering: .relaxed)
             for (pending, result) in zip(group, results) { pending.done(.success(result)) }
         } catch {
-            guard group.count > 1 else {
-                group[0].done(.failure(error))
+            // A failure of the disk is no batch's fault: every caller of the group gets it,
+            // and nothing is retried (decision 0011). Only a failure that may come from one
+            // batch's contents is isolated.
+            guard group.count > 1, !error.isFromTheDisk else {
+                for pending in group { pending.done(.failure(error)) }
                 return
             }
             // Isolate the failure: each batch alone.

@@ -162,9 +162,27 @@ struct StoreTests {
 
     @Test func aStoreIsNotOpenedTwiceInOneProcess() throws {
         let t = try TestStore()
+        // A second writer is refused by the writer lock, before LMDB is asked.
         let error = #expect(throws: StoreError.self) { try Store(directory: t.directory, options: Store.Options(overlay: t.overlay)) }
-        #expect(error?.code == .lmdb)
-        #expect((error?.underlying as? LMDBError)?.name == "EBUSY")
+        #expect(error?.code == .inUse)
+        #expect(error?.message.contains("this process (pid \(getpid()))") == true, "\(String(describing: error))")
+        // A reader beside a writer in one process is refused by LMDB's own rule.
+        let reader = #expect(throws: StoreError.self) { try Store(directory: t.directory, options: Store.Options(readOnly: true)) }
+        #expect((reader?.underlying as? LMDBError)?.name == "EBUSY")
+    }
+
+    @Test func closingAWritableStoreLetsTheNextWriterIn() throws {
+        let t = try TestStore()
+        try t.store.apply(StoreBatch(chunks: t.chunks.next(2)))
+        try t.reopen()
+        #expect(try t.store.count() == 2)
+        #expect(FileManager.default.fileExists(atPath: t.directory + "/writer.lock"))
+        // A read-only open never takes (or creates) the lock.
+        t.store.close()
+        try FileManager.default.removeItem(atPath: t.directory + "/writer.lock")
+        try t.reopen(readOnly: true)
+        #expect(!FileManager.default.fileExists(atPath: t.directory + "/writer.lock"))
+        try t.reopen()
     }
 
     @Test func readOnlyOpenOfNothingIsNotAStore() throws {

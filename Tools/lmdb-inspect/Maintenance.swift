@@ -143,13 +143,24 @@ struct Repair: ParsableCommand {
             if let pid = LockTable.otherUser(of: directory) {
                 throw InspectFailure("inUse", "\(directory) is open by process \(pid); stop the node before repairing (--dry-run is safe while it runs)")
             }
-            let store = try Store(directory: directory, options: Store.Options(capacityChunks: capacity == 0 ? nil : capacity))
+            let store = try Repair.openWritable(directory, capacity: capacity)
             defer { store.close() }
             let applied = try store.repair()
             let after = try store.verify()
             print(Document(directory: directory, dryRun: false, plan: applied, verifyAfter: after, cleanAfter: after.isClean))
             return after.isClean ? ExitStatus.ok : ExitStatus.problems
         }
+    }
+
+    /// The writer lock closes the gap between the check above and this open: a node that
+    /// opened the store meanwhile holds it, and a node that starts later is refused.
+    private static func openWritable(_ directory: String, capacity: UInt64) throws -> Store {
+        let options = Store.Options(capacityChunks: capacity == 0 ? nil : capacity)
+        let opened: Result<Store, StoreError> = Result { () throws(StoreError) in try Store(directory: directory, options: options) }
+        if case .failure(let error) = opened, error.code == .inUse {
+            throw InspectFailure("inUse", "\(error.message) (--dry-run is safe while it runs)")
+        }
+        return try opened.get()
     }
 
     private func print(_ d: Document) {
