@@ -45,6 +45,7 @@ struct Flood: AsyncParsableCommand {
     @Option(help: "Passed to B as --inbound-max.") var inboundMax: Int?
     @Option(help: "Passed to B as --inbound-per-ip-max.") var inboundPerIpMax: Int?
     @Option(help: "Passed to B as --inbound-per-subnet-max.") var inboundPerSubnetMax: Int?
+    @Option(help: "Passed to B as --handshakes-max.") var handshakesMax: Int?
     @Option(name: .customLong("b-arg"), help: ArgumentHelp("Any other argument for B's `shoal start`; repeat.", valueName: "arg"))
     var bArguments: [String] = []
     @Option(help: "Scratch directory (default: a fresh one, removed at the end).") var dir: String?
@@ -65,6 +66,7 @@ struct Flood: AsyncParsableCommand {
         if let inboundMax { out += ["--inbound-max", "\(inboundMax)"] }
         if let inboundPerIpMax { out += ["--inbound-per-ip-max", "\(inboundPerIpMax)"] }
         if let inboundPerSubnetMax { out += ["--inbound-per-subnet-max", "\(inboundPerSubnetMax)"] }
+        if let handshakesMax { out += ["--handshakes-max", "\(handshakesMax)"] }
         return out + bArguments
     }
 

@@ -104,9 +104,9 @@ enum HandshakenFlood {
                     var ruid: UInt32 = 0
                     var offset = 0
                     while !control.stopped {
-                        // Write only while the channel takes more: seen here, a flat-out writer
-                        // got ahead of the socket by gigabytes (the outbound writer's own
-                        // back-pressure did not hold it), which measures the bench, not the node.
+                        // One frame in flight per client, each awaited until written: writing
+                        // through `outbound.write` flat out, this process grew to 24 GB and was
+                        // OOM-killed (the async writer's back-pressure did not hold it back).
                         if !channel.isWritable {
                             written.waited()
                             try? await Task.sleep(for: .milliseconds(1))
@@ -115,16 +115,16 @@ enum HandshakenFlood {
                         do {
                             switch kind {
                             case .unsolicitedDeliveries:
-                                try await outbound.write(delivery)
+                                try await channel.writeAndFlush(delivery).get()
                                 written.add(ProtocolLimits.deliveryChunksMax * (Chunk.payloadMax + 8))
                             case .rangeRequests:
                                 ruid &+= 1
-                                try await outbound.write(.getRange(GetRange(
+                                try await channel.writeAndFlush(Message.getRange(GetRange(
                                     ruid: ruid, bin: UInt8(ruid % UInt32(Proximity.binCount)), from: 1,
-                                    to: ruid % 2 == 0 ? nil : UInt64(ruid), limit: UInt16(ProtocolLimits.offerBatchMax))))
+                                    to: ruid % 2 == 0 ? nil : UInt64(ruid), limit: UInt16(ProtocolLimits.offerBatchMax)))).get()
                                 written.add(24)
                             case .streamInfoRequests:
-                                try await outbound.write(.streamInfoRequest(StreamInfoRequest(bins: (0..<UInt8(Proximity.binCount)).map { $0 })))
+                                try await channel.writeAndFlush(Message.streamInfoRequest(StreamInfoRequest(bins: (0..<UInt8(Proximity.binCount)).map { $0 }))).get()
                                 written.add(40)
                             case .garbage:
                                 let size = 16 << 10
