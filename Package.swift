@@ -97,8 +97,13 @@ let package = Package(
         .executableTarget(
             name: "shoal-bench",
             dependencies: [
-                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode",
+                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // The flood's hostile clients: the transport's own dialler, a relay that gives
+                // each client its own source address, raw writes beneath the frame codec.
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tools/shoal-bench"
         ),
