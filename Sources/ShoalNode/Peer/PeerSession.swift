@@ -26,6 +26,9 @@ public struct SessionLimits: Sendable {
     /// A peer dropped for a protocol violation is refused for this long (kept in `peers`, so
     /// a restart does not forget it).
     public var banMs: UInt64 = 10 * 60_000
+    /// How long a goodbye may wait for room in the peer's socket before the connection is
+    /// closed without it: a peer that reads nothing must not keep its session open.
+    public var goodbyeWriteMs: UInt64 = 2_000
     /// Requests the server side accepts from one peer at once: a live and a history request
     /// per bin, plus slack.
     public var serverRequestsMax = 2 * Proximity.binCount + 8
@@ -143,8 +146,21 @@ actor PeerSession {
     /// Sends Goodbye and closes (graceful shutdown of the node).
     func goodbye(_ reason: Goodbye.Reason, _ message: String) async {
         guard !closing else { return }
-        await send([.goodbye(Goodbye(reason: reason, message: message))])
         closing = true
+        // The write waits while the peer's socket is full; a peer that reads nothing would
+        // hold the session open for ever, so the channel closes after `goodbyeWriteMs`
+        // whether or not the goodbye went out (closing fails the waiting write).
+        let close = closeChannel
+        let deadline = Task {
+            try await Task.sleep(for: .milliseconds(Int64(context.limits.goodbyeWriteMs)))
+            close()
+        }
+        do {
+            try await outbound.write(.goodbye(Goodbye(reason: reason, message: message)))
+        } catch {
+            log(.debug, "goodbye not sent: \(error)")
+        }
+        deadline.cancel()
         outbound.finish()
         closeChannel()
     }
