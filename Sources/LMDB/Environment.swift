@@ -1,5 +1,5 @@
+import Locking
 import CLMDB
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -35,13 +35,13 @@ public final class Environment: @unchecked Sendable {
 
     /// Canonical paths of the environments open in this process. LMDB forbids opening one
     /// environment twice in a process: closing either would drop the other's POSIX locks.
-    private static let openPaths = Mutex<Set<String>>([])
+    private static let openPaths = Locked<Set<String>>([])
 
     let env: OpaquePointer
     public let path: String
     public let options: Options
     let resizeLock = RWLock()
-    private let closed = Mutex(false)
+    private let closed = Locked(false)
     /// Stale reader slots (of dead processes) cleared when this environment was opened.
     public let staleReadersCleared: Int
 

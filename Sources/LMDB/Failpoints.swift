@@ -1,3 +1,4 @@
+import Locking
 import Synchronization
 
 #if canImport(Glibc)
@@ -46,13 +47,13 @@ public enum _Failpoints {
         }
     }
 
-    private static let armings = Mutex<[Arming]>([])
+    private static let armings = Locked<[Arming]>([])
     /// How many armings are live. The only thing a site reads when nothing is armed; its first
     /// read arms what `SHOAL_FAILPOINTS` asks for.
     private static let armedCount = Atomic<Int>(_Failpoints.armFromEnvironment())
     /// Faults injected so far, by the directory they were armed for ("" for everywhere), for
     /// tests to check that theirs fired.
-    private static let injected = Mutex<[String: Int]>([:])
+    private static let injected = Locked<[String: Int]>([:])
 
     /// Fails the call at `site` that comes after `passes` calls that pass, and `times - 1` more
     /// after it. With `directory`, only calls on files under it count.

@@ -1,3 +1,4 @@
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
@@ -5,7 +6,6 @@ import ServiceLifecycle
 import ShoalCore
 import ShoalStore
 import ShoalWire
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -24,9 +24,9 @@ public final class Node: Service, Sendable {
     private let writer: StoreWriter
     private let context: NodeContext
     private let logger: Logger
-    private let state = Mutex(RunState())
+    private let state = Locked(RunState())
     /// Held from `init` until `close()` (or until the node is released).
-    private let lock: Mutex<DataDirectoryLock?>
+    private let lock: Locked<DataDirectoryLock?>
 
     private struct RunState {
         var listeningPort: Int?
@@ -42,7 +42,7 @@ public final class Node: Service, Sendable {
             throw StoreError(.system, "cannot create data directory \(configuration.dataDirectory): \(String(cString: strerror(errno)))")
         }
         let lock = try DataDirectoryLock(directory: configuration.dataDirectory)
-        self.lock = Mutex(lock)
+        self.lock = Locked(lock)
         identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, networkID: configuration.networkID)
         store = try Store(directory: configuration.storeDirectory,
                           options: Store.Options(overlay: identity.overlay, capacityChunks: configuration.capacityChunks))

@@ -1,3 +1,4 @@
+import Locking
 import Logging
 import ShoalCore
 import ShoalStore
@@ -10,7 +11,7 @@ final class NodeContext: Sendable {
     let inFlight: InFlightChunks
     let logger: Logger
     let limits: SessionLimits
-    let sessions = Mutex<[OverlayAddress: PeerSession]>([:])
+    let sessions = Locked<[OverlayAddress: PeerSession]>([:])
     /// Since the node started: chunks we delivered to peers, chunks peers delivered to us, and
     /// of those the ones the store already held when they were committed.
     let chunksServed = Atomic<Int>(0)

@@ -1,7 +1,7 @@
+import Locking
 import Logging
 import ServiceLifecycle
 import ShoalCore
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -24,7 +24,7 @@ public final class ThrottledLog: Service, Sendable {
     }
 
     public let logger: Logger
-    private let inner: Mutex<Inner>
+    private let inner: Locked<Inner>
     private let nowMs: @Sendable () -> UInt64
     public let windowMs: UInt64
 
@@ -33,7 +33,7 @@ public final class ThrottledLog: Service, Sendable {
         self.logger = logger
         self.windowMs = windowMs
         self.nowMs = nowMs
-        inner = Mutex(Inner(throttle: EventThrottle(linesPerWindow: linesPerWindow, windowMs: windowMs)))
+        inner = Locked(Inner(throttle: EventThrottle(linesPerWindow: linesPerWindow, windowMs: windowMs)))
     }
 
     /// Logs `message` unless lines of kind `key` were already logged `linesPerWindow` times

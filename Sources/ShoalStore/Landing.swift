@@ -1,6 +1,6 @@
+import Locking
 import LMDB
 import ShoalCore
-import Synchronization
 
 /// Where a chunk's record lives.
 enum ChunkLocation: Equatable {
@@ -28,7 +28,7 @@ final class LandingIndex: Sendable {
         var landingNext: UInt64 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     func sequence(of address: ChunkAddress) -> UInt64? {
         state.withLock { $0.sequences[address] }
@@ -90,7 +90,7 @@ struct LandingChanges {
 /// `LandingIndex` (a read-only open) finds chunks not yet merged. The last scan is kept by
 /// snapshot (transaction ID), so reads between the same two commits scan once.
 final class LandingSnapshot: Sendable {
-    private let last = Mutex<(transactionID: Int, sequences: [ChunkAddress: UInt64])?>(nil)
+    private let last = Locked<(transactionID: Int, sequences: [ChunkAddress: UInt64])?>(nil)
 
     func sequence(of address: ChunkAddress, txn: Transaction, tables: Store.Tables) throws -> UInt64? {
         if let hit = last.withLock({ $0?.transactionID == txn.id ? $0?.sequences[address] : nil }) { return hit }

@@ -1,6 +1,6 @@
+import Locking
 import LMDB
 import ShoalCore
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -53,7 +53,7 @@ public final class Store: @unchecked Sendable {
     /// Held by a writable store until `close()`: one writer per store, in any process.
     private let writerLock: WriterLock?
     /// The write failure that stopped writes (decision 0011), or nil while writes go on.
-    private let stoppingFailure = Mutex<StoreError?>(nil)
+    private let stoppingFailure = Locked<StoreError?>(nil)
 
     struct Tables: Sendable {
         let meta: Database

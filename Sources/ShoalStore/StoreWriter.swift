@@ -1,3 +1,4 @@
+import Locking
 import ShoalCore
 import Synchronization
 
@@ -43,7 +44,7 @@ public final class StoreWriter: Sendable {
 
     public let store: Store
     public let limits: Limits
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let signal = ConditionSignal()
     private let finished = ConditionSignal()
     /// Group commits done so far (for tests and metrics).

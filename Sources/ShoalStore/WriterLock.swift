@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 #if canImport(Glibc)
 import Glibc
@@ -23,7 +23,7 @@ final class WriterLock: Sendable {
     /// Lock files (device, inode) this process holds. A `flock` is refused to a second open in
     /// this process too, but a refusal names only a pid, and this set tells "another open of
     /// ours" from "a child process that has not yet exec'd" (below).
-    private static let heldHere = Mutex<Set<FileID>>([])
+    private static let heldHere = Locked<Set<FileID>>([])
 
     /// A fork copies every descriptor, and the copy holds the lock until the child execs and
     /// `O_CLOEXEC` closes it. A store closed and reopened while another thread spawns a process
@@ -33,13 +33,13 @@ final class WriterLock: Sendable {
     private struct FileID: Hashable { var device: UInt64; var inode: UInt64 }
 
     /// The locked descriptor and its file; fd -1 once released.
-    private let held: Mutex<(fd: Int32, file: FileID)>
+    private let held: Locked<(fd: Int32, file: FileID)>
 
     init(directory: String) throws(StoreError) {
         // Acquired before anything is stored: if this initializer threw with every property
         // set, `deinit` would run and close a descriptor that is not ours.
         let held = try WriterLock.acquire(directory + "/" + WriterLock.fileName, directory: directory)
-        self.held = Mutex(held)
+        self.held = Locked(held)
     }
 
     deinit { release() }

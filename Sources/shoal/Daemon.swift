@@ -1,10 +1,10 @@
+import Locking
 import ArgumentParser
 import Hummingbird
 import Logging
 import ServiceLifecycle
 import ShoalAPI
 import ShoalNode
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -120,7 +120,7 @@ struct NamedService: Service, CustomStringConvertible {
 
 /// The API's bound port, set once the server runs.
 final class PortBox: Sendable {
-    private let port = Mutex<Int?>(nil)
+    private let port = Locked<Int?>(nil)
 
     func set(_ value: Int) { port.withLock { $0 = value } }
     var value: Int? { port.withLock { $0 } }

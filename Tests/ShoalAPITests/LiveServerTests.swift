@@ -1,3 +1,4 @@
+import Locking
 import Foundation
 import Hummingbird
 import HummingbirdTesting
@@ -5,7 +6,6 @@ import Logging
 import ShoalAPI
 import ShoalCore
 import ShoalNode
-import Synchronization
 import Testing
 
 /// The API on a real socket, for what the router test client cannot send: bodies without a
@@ -72,7 +72,7 @@ func withLiveAPI(_ node: Node, _ body: @Sendable (Int) async throws -> Void) asy
 }
 
 final class PortRecorder: Sendable {
-    private let value = Mutex<Int?>(nil)
+    private let value = Locked<Int?>(nil)
     func record(_ port: Int) { value.withLock { $0 = port } }
     var port: Int? { value.withLock { $0 } }
 }

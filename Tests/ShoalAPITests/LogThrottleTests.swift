@@ -1,3 +1,4 @@
+import Locking
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -5,7 +6,6 @@ import ShoalAPI
 import ShoalCore
 import ShoalNode
 import ShoalStore
-import Synchronization
 import Testing
 
 /// Keeps every log line, with its level and metadata.
@@ -16,7 +16,7 @@ private final class Lines: Sendable {
         var metadata: [String: String]
     }
 
-    private let lines = Mutex<[Line]>([])
+    private let lines = Locked<[Line]>([])
     var all: [Line] { lines.withLock { $0 } }
 
     func logger(level: Logger.Level) -> Logger {

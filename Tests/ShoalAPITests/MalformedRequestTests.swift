@@ -1,8 +1,8 @@
+import Locking
 import Foundation
 import NIOHTTP1
 @testable import ShoalAPI
 import ShoalNode
-import Synchronization
 import Testing
 
 /// Requests the router never sees — the HTTP parser refuses them, or they are `CONNECT` — on a
@@ -151,7 +151,7 @@ extension RawHTTP {
     /// bounded by `timeoutSeconds`. Closed when released.
     final class Connection: Sendable {
         private let fd: Int32
-        private let pending = Mutex<[UInt8]>([])
+        private let pending = Locked<[UInt8]>([])
 
         private init(fd: Int32) { self.fd = fd }
         deinit { close(fd) }

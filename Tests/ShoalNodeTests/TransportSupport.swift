@@ -1,3 +1,4 @@
+import Locking
 import Crypto
 import Foundation
 import Logging
@@ -5,7 +6,6 @@ import NIOCore
 import NIOPosix
 import ShoalCore
 import ShoalWire
-import Synchronization
 import Testing
 
 @testable import ShoalNode
@@ -27,7 +27,7 @@ final class LogRecorder: Sendable {
         var description: String { "\(level) \(message) \(metadata)" }
     }
 
-    private let records = Mutex<[Record]>([])
+    private let records = Locked<[Record]>([])
 
     func logger(_ label: String) -> Logger {
         Logger(label: label) { _ in RecordingHandler(recorder: self) }
@@ -123,7 +123,7 @@ struct TransportNode {
 
 /// Counts and keeps what a listener was handed.
 final class AcceptedPeers: Sendable {
-    private let peers = Mutex<[PeerInfo]>([])
+    private let peers = Locked<[PeerInfo]>([])
     var all: [PeerInfo] { peers.withLock { $0 } }
     func append(_ peer: PeerInfo) { peers.withLock { $0.append(peer) } }
 }

@@ -1,3 +1,4 @@
+import Locking
 import Foundation
 import LMDB
 import ShoalCore
@@ -111,7 +112,7 @@ import Glibc
         _Failpoints.arm(fault.site, after: 0, errno: fault.errno, under: t.directory)
         defer { _Failpoints.disarm(under: t.directory) }
         let batches = (0..<4).map { _ in t.chunks.next(3, size: 4096) }
-        let results = Mutex<[Int: Result<BatchResult, StoreError>]>([:])
+        let results = Locked<[Int: Result<BatchResult, StoreError>]>([:])
         for (i, batch) in batches.enumerated() {
             writer.submit(StoreBatch(chunks: batch)) { result in results.withLock { $0[i] = result } }
         }

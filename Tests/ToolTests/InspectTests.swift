@@ -1,3 +1,4 @@
+import Locking
 import Foundation
 import LMDB
 import ShoalCore
@@ -294,7 +295,7 @@ struct InspectTests {
         let batchesMax = 5_000
         let stop = Atomic<Bool>(false)
         let written = Atomic<Int>(0)
-        let writerFailure = Mutex<String?>(nil)
+        let writerFailure = Locked<String?>(nil)
         let writes = DispatchGroup()
         writes.enter()
         DispatchQueue.global().async {

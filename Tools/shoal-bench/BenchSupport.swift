@@ -1,5 +1,5 @@
+import Locking
 import ShoalCore
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -71,7 +71,7 @@ struct ResultLine {
 /// lines from concurrent tasks never interleave, and a line a killed process printed is either
 /// whole in the pipe or absent.
 enum Output {
-    private static let lock = Mutex(())
+    private static let lock = Locked(())
 
     static func line(_ text: String) { write(fd: 1, text + "\n") }
     static func note(_ text: String) { write(fd: 2, text + "\n") }

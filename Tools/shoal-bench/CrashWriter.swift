@@ -1,8 +1,8 @@
+import Locking
 import ArgumentParser
 import LMDB
 import ShoalCore
 import ShoalStore
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -98,7 +98,7 @@ struct CrashWriter: AsyncParsableCommand {
 /// The most recently committed addresses (a bounded ring), for the reader to re-read.
 final class RecentAddresses: Sendable {
     static let countMax = 65_536
-    private let state = Mutex<(ring: [ChunkAddress], next: Int)>(([], 0))
+    private let state = Locked<(ring: [ChunkAddress], next: Int)>(([], 0))
 
     func add(_ addresses: [ChunkAddress]) {
         state.withLock { s in

@@ -1,10 +1,10 @@
+import Locking
 import Logging
 import NIOCore
 import NIOPosix
 import ShoalCore
 import ShoalNode
 import ShoalWire
-import Synchronization
 
 /// Hostile clients that complete TLS and the hello, with the node's own `Transport.dial` and a
 /// fresh `NodeIdentity` each time, then misbehave.
@@ -168,7 +168,7 @@ enum HandshakenFlood {
 
 /// A counter two tasks of one connection add to.
 final class ByteCounter: Sendable {
-    private let count = Mutex((bytes: 0, waits: 0))
+    private let count = Locked((bytes: 0, waits: 0))
     func add(_ n: Int) { count.withLock { $0.bytes += n } }
     func waited() { count.withLock { $0.waits += 1 } }
     var value: Int { count.withLock { $0.bytes } }

@@ -1,11 +1,11 @@
+import Locking
 import ShoalCore
-import Synchronization
 
 /// The node-wide set of chunks some stream is fetching, so no chunk is wanted from two peers
 /// at once. A stream claims an address when it wants it and releases it when the chunk is
 /// committed or the stream gives it up.
 public final class InFlightChunks: Sendable {
-    private let claimed = Mutex<Set<ChunkAddress>>([])
+    private let claimed = Locked<Set<ChunkAddress>>([])
     /// At most this many claims at once; past it, offers are answered "in flight elsewhere"
     /// and the range is retried later (a bound on memory, not expected in practice).
     public let claimsMax: Int

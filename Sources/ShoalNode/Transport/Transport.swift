@@ -1,3 +1,4 @@
+import Locking
 import Foundation
 import Logging
 import NIOCore
@@ -5,7 +6,6 @@ import NIOPosix
 import NIOSSL
 import ShoalCore
 import ShoalWire
-import Synchronization
 
 /// Who is on the other end of an established connection, as its hello (checked against its TLS
 /// certificate and proved by its signature) said.
@@ -153,13 +153,13 @@ public final class Transport: Sendable {
     public let configuration: TransportConfiguration
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let tls: Mutex<TLSContexts?> = Mutex(nil)
+    private let tls: Locked<TLSContexts?> = Locked(nil)
     /// What our hello announces; starts as the configuration's, may be set once the port is known.
-    private let advertised: Mutex<[String]>
+    private let advertised: Locked<[String]>
 
     public init(configuration: TransportConfiguration, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
-        advertised = Mutex(configuration.advertisedAddresses)
+        advertised = Locked(configuration.advertisedAddresses)
         self.group = group
         var logger = logger
         if logger[metadataKey: "node.overlay"] == nil {
@@ -518,13 +518,13 @@ final class ListenerState: Sendable {
         var handshaking: [InboundAdmission.Slot: any Channel] = [:]
     }
 
-    private let inner: Mutex<Inner>
+    private let inner: Locked<Inner>
     private let nowMs: @Sendable () -> UInt64
     /// The listener's log of repeated events.
     let log: ThrottledLog
 
     init(configuration: TransportConfiguration, logger: Logger) {
-        inner = Mutex(Inner(admission: InboundAdmission(limits: configuration.inboundLimits)))
+        inner = Locked(Inner(admission: InboundAdmission(limits: configuration.inboundLimits)))
         nowMs = configuration.nowMs
         log = ThrottledLog(logger: logger, linesPerWindow: configuration.logLinesPerWindow,
                            windowMs: configuration.logWindowMs, nowMs: configuration.nowMs)
