@@ -86,6 +86,7 @@ public final class Node: Service, Sendable {
                     group.addTask { await self.keepDialling(peer, transport: transport) }
                 }
                 group.addTask { await self.waitForShutdown() }
+                group.addTask { await self.context.events.flushPeriodically() }
                 await group.next()
                 self.beginShutdown()
                 group.cancelAll()
@@ -104,6 +105,7 @@ public final class Node: Service, Sendable {
         }
         await listener.shutdown()
         writer.stop()
+        context.events.flush(all: true)
         state.withLock { $0.stopped = true }
         logger.info("stopped")
     }
@@ -176,7 +178,7 @@ public final class Node: Service, Sendable {
             try await connection.channel.executeThenClose { inbound, outbound in
                 if let until = bannedUntil(peer.overlay) {
                     let seconds = (until - Store.wallClockMs()) / 1000 + 1
-                    logger.info("refusing a banned peer", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
+                    context.events.log("peer.refusedBanned", level: .info, "refusing a banned peer", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                                     "peer.address": "\(peer.remoteAddress)", "ban.seconds": "\(seconds)"])
                     try? await outbound.write(.goodbye(Goodbye(reason: .banned, message: "banned for \(seconds) s")))
                     offence(peer)
@@ -204,14 +206,14 @@ public final class Node: Service, Sendable {
                 }
                 await session.persistPeerRecord()
                 if let displaced { await displaced.goodbye(.tooManyPeers, "replaced by another connection") }
-                logger.info("peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
+                context.events.log("peer.connected", level: .info, "peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
                 await session.run(inbound: inbound)
                 if await session.droppedForFault { offence(peer) }
                 context.sessions.withLock { sessions in
                     if sessions[peer.overlay] === session { sessions[peer.overlay] = nil }
                 }
-                logger.info("peer disconnected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))"])
+                context.events.log("peer.disconnected", level: .info, "peer disconnected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))"])
             }
         } catch {
             logger.debug("connection closed with error", metadata: ["error": "\(error)"])

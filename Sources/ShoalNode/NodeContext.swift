@@ -10,6 +10,9 @@ final class NodeContext: Sendable {
     let writer: StoreWriter
     let inFlight: InFlightChunks
     let logger: Logger
+    /// Per-connection events a stranger can repeat at will (connected, disconnected, dropped,
+    /// refused while banned), throttled per kind so no flood of sessions floods the log.
+    let events: ThrottledLog
     let limits: SessionLimits
     let sessions = Locked<[OverlayAddress: PeerSession]>([:])
     /// Since the node started: chunks we delivered to peers, chunks peers delivered to us, and
@@ -23,6 +26,7 @@ final class NodeContext: Sendable {
         self.writer = writer
         self.inFlight = inFlight
         self.logger = logger
+        events = ThrottledLog(logger: logger, linesPerWindow: SessionLimits.eventLinesPerWindow)
         self.limits = limits
     }
 

@@ -103,7 +103,9 @@ enum HandshakenFlood {
                 group.addTask {
                     var ruid: UInt32 = 0
                     var offset = 0
-                    while !control.stopped {
+                    // Cancelled once the connection has ended: `try? await Task.sleep` returns at
+                    // once in a cancelled task, so without that check the loop would spin.
+                    while !control.stopped && !Task.isCancelled {
                         // One frame in flight per client, each awaited until written: writing
                         // through `outbound.write` flat out, this process grew to 24 GB and was
                         // OOM-killed (the async writer's back-pressure did not hold it back).
@@ -150,7 +152,7 @@ enum HandshakenFlood {
                 group.addTask {
                     // A writer held up by back-pressure and a reader with nothing to read
                     // would both outlive the flood: this ends the connection on time.
-                    while !control.stopped { try? await Task.sleep(for: .milliseconds(50)) }
+                    while !control.stopped && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(50)) }
                     return .floodOver
                 }
                 let first = await group.next() ?? .floodOver

@@ -29,6 +29,9 @@ public struct SessionLimits: Sendable {
     /// How long a goodbye may wait for room in the peer's socket before the connection is
     /// closed without it: a peer that reads nothing must not keep its session open.
     public var goodbyeWriteMs: UInt64 = 2_000
+    /// Connection events (connected, disconnected, dropped) logged in full per kind and 10 s;
+    /// beyond it they are summed up (`ThrottledLog`).
+    public static let eventLinesPerWindow = 20
     /// Requests the server side accepts from one peer at once: a live and a history request
     /// per bin, plus slack.
     public var serverRequestsMax = 2 * Proximity.binCount + 8
@@ -490,7 +493,8 @@ actor PeerSession {
         score -= fault.dropsPeer ? 10 : 1
         if fault.dropsPeer {
             bannedForFault = bannedForFault ?? fault
-            log(.warning, "dropping peer for \(context.limits.banMs / 1000) s: \(fault)")
+            context.events.log("peer.dropped", level: .warning, "dropping peer for \(context.limits.banMs / 1000) s: \(fault)",
+                               metadata: logger.handler.metadata)
             await goodbye(.protocolViolation, "\(fault)")
         } else {
             log(.info, "peer penalised: \(fault)")
