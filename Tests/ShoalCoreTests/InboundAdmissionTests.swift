@@ -195,3 +195,23 @@ private func limits(_ configure: (inout InboundLimits) -> Void) -> InboundLimits
         #expect(r34.map(\.suppressed).reduce(0, +) == 1_000)
     }
 }
+
+@Suite struct RequestBudgetTests {
+    @Test func aBurstIsAllowedAndThenTheRateHolds() {
+        var budget = RequestBudget(perSecond: 100, burst: 10)
+        let burst = (0..<12).map { _ in budget.take(nowMs: 0) }
+        #expect(burst == Array(repeating: true, count: 10) + [false, false])
+        // 100 a second: one every 10 ms.
+        let later = (0..<3).map { i in budget.take(nowMs: 10 + UInt64(i)) }
+        #expect(later == [true, false, false])
+        let refilled = (0..<11).map { _ in budget.take(nowMs: 10_000) }
+        #expect(refilled.filter { $0 }.count == 10, "never more than the burst")
+    }
+
+    @Test func aClockThatGoesBackGivesNothingExtra() {
+        var budget = RequestBudget(perSecond: 1000, burst: 1)
+        let first = budget.take(nowMs: 5_000)
+        let backwards = budget.take(nowMs: 4_000)
+        #expect(first && !backwards)
+    }
+}

@@ -129,4 +129,31 @@ struct NodePeerRecordTests {
         try await eventually(10, "an offence counted") { try a.node.status().connections.inbound?.counters.offences == 1 }
         await a.stop()
     }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aPeerThatFloodsRequestsIsDroppedAsFlooding() async throws {
+        let a = try RunningNode(name: "a")
+        let addressA = try await a.start()
+        let port = try #require(Int(addressA.split(separator: ":").last!))
+        let configuration = TransportConfiguration(identity: seededIdentity(seed: 79, networkID: a.node.configuration.networkID), epoch: 1)
+        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
+                              logger: RunningNode.logger("rogue"))
+        let connection = try await rogue.dial(host: "127.0.0.1", port: port)
+        // Each ping on its own is fine; 20,000 at once are more than any peer needs.
+        let goodbye = try await connection.channel.executeThenClose { inbound, outbound -> Goodbye? in
+            try? await outbound.write(contentsOf: (0..<20_000).map { Message.ping(nonce: UInt64($0)) })
+            var messages = inbound.makeAsyncIterator()
+            while let message = try? await messages.next() {
+                if case .goodbye(let g) = message { return g }
+            }
+            return nil
+        }
+        #expect(goodbye?.reason == .protocolViolation)
+        #expect(goodbye?.message.contains("flooding") == true)
+        let overlay = configuration.identity.overlay
+        try await eventually(10, "the ban is recorded") {
+            (try a.node.store.read { try $0.peer(overlay) }?.banUntilMs ?? 0) > Store.wallClockMs()
+        }
+        await a.stop()
+    }
 }

@@ -18,6 +18,8 @@ public enum PeerFault: Equatable, Sendable, CustomStringConvertible {
     case overloaded(String)
     /// Bytes that do not decode as a frame (the connection cannot go on after them).
     case malformedFrame(String)
+    /// More requests a second than any honest peer sends (`SessionLimits.requestsPerSecondMax`).
+    case flooding(String)
 
     /// Whether the connection must be closed; otherwise the peer is only scored down.
     public var dropsPeer: Bool {
@@ -37,6 +39,7 @@ public enum PeerFault: Equatable, Sendable, CustomStringConvertible {
         case .batchTimeout(let r): return "chunks for request \(r) did not arrive in time"
         case .overloaded(let m): return "overloaded: \(m)"
         case .malformedFrame(let m): return "malformed frame: \(m)"
+        case .flooding(let m): return "flooding: \(m)"
         }
     }
 }

@@ -32,6 +32,11 @@ public struct SessionLimits: Sendable {
     /// Connection events (connected, disconnected, dropped) logged in full per kind and 10 s;
     /// beyond it they are summed up (`ThrottledLog`).
     public static let eventLinesPerWindow = 20
+    /// Requests (stream info, ranges, pings) one peer may send a second, and in one burst.
+    /// An honest peer pulling at full speed sends a few hundred range requests a second (one
+    /// per offer of up to 256 chunks); beyond the budget the peer is dropped as flooding.
+    public var requestsPerSecondMax = 4096
+    public var requestsBurstMax = 8192
     /// Requests the server side accepts from one peer at once: a live and a history request
     /// per bin, plus slack.
     public var serverRequestsMax = 2 * Proximity.binCount + 8
@@ -68,6 +73,8 @@ actor PeerSession {
     /// Milliseconds deliveries to this peer waited for the budget.
     private var serveWaitedMs: UInt64 = 0
     private var closing = false
+    /// Requests the peer may still send now (stream info, ranges, pings).
+    private var requestBudget: RequestBudget
     private var lastHeardMs: UInt64 = 0
     private var lastPingMs: UInt64 = 0
     private let clock = ContinuousClock()
@@ -79,6 +86,7 @@ actor PeerSession {
         self.context = context
         self.outbound = outbound
         self.closeChannel = close
+        requestBudget = RequestBudget(perSecond: context.limits.requestsPerSecondMax, burst: context.limits.requestsBurstMax)
         self.peerEpoch = peer.epoch
         var limits = SyncServer.Limits()
         limits.requestsInFlightMax = context.limits.serverRequestsMax
@@ -183,6 +191,14 @@ actor PeerSession {
 
     func receive(_ message: Message) async {
         lastHeardMs = now
+        switch message {
+        case .streamInfoRequest, .getRange, .ping:
+            guard requestBudget.take(nowMs: now) else {
+                return await fault(.flooding("more than \(context.limits.requestsPerSecondMax) requests a second"))
+            }
+        default:
+            break
+        }
         switch message {
         case .streamInfoRequest(let request):
             await send([.streamInfoResponse(context.streamInfo(bins: request.bins))])
