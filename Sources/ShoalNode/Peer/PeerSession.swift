@@ -33,10 +33,11 @@ public struct SessionLimits: Sendable {
     /// beyond it they are summed up (`ThrottledLog`).
     public static let eventLinesPerWindow = 20
     /// Requests (stream info, ranges, pings) one peer may send a second, and in one burst.
-    /// An honest peer pulling at full speed sends a few hundred range requests a second (one
-    /// per offer of up to 256 chunks); beyond the budget the peer is dropped as flooding.
-    public var requestsPerSecondMax = 4096
-    public var requestsBurstMax = 8192
+    /// An honest peer pulling at full speed sends about 500 range requests a second here (one
+    /// per offer of up to 256 chunks, 1 MiB) and about 100 at once when it subscribes; beyond
+    /// the budget the peer is dropped as flooding.
+    public var requestsPerSecondMax = 2048
+    public var requestsBurstMax = 1024
     /// Requests the server side accepts from one peer at once: a live and a history request
     /// per bin, plus slack.
     public var serverRequestsMax = 2 * Proximity.binCount + 8
