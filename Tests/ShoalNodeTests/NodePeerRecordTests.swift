@@ -156,4 +156,28 @@ struct NodePeerRecordTests {
         }
         await a.stop()
     }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aPeerThatAsksForStreamInfoOverAndOverIsDroppedAsFlooding() async throws {
+        let a = try RunningNode(name: "a")
+        let addressA = try await a.start()
+        let port = try #require(Int(addressA.split(separator: ":").last!))
+        let configuration = TransportConfiguration(identity: seededIdentity(seed: 80, networkID: a.node.configuration.networkID), epoch: 1)
+        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
+                              logger: RunningNode.logger("rogue"))
+        let connection = try await rogue.dial(host: "127.0.0.1", port: port)
+        // Fewer than the request budget, but each one reads every cursor of the store.
+        let goodbye = try await connection.channel.executeThenClose { inbound, outbound -> Goodbye? in
+            let all = StreamInfoRequest(bins: (0..<UInt8(Proximity.binCount)).map { $0 })
+            try? await outbound.write(contentsOf: (0..<200).map { _ in Message.streamInfoRequest(all) })
+            var messages = inbound.makeAsyncIterator()
+            while let message = try? await messages.next() {
+                if case .goodbye(let g) = message { return g }
+            }
+            return nil
+        }
+        #expect(goodbye?.reason == .protocolViolation)
+        #expect(goodbye?.message.contains("stream-info") == true)
+        await a.stop()
+    }
 }

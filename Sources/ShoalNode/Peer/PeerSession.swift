@@ -38,6 +38,11 @@ public struct SessionLimits: Sendable {
     /// the budget the peer is dropped as flooding.
     public var requestsPerSecondMax = 2048
     public var requestsBurstMax = 1024
+    /// Stream-info requests (each reads every bin's cursor) one peer may send a second, and in
+    /// one burst: an honest peer sends one when it connects and again when its subscriptions
+    /// change.
+    public var streamInfoPerSecondMax = 16
+    public var streamInfoBurstMax = 64
     /// Requests the server side accepts from one peer at once: a live and a history request
     /// per bin, plus slack.
     public var serverRequestsMax = 2 * Proximity.binCount + 8
@@ -76,6 +81,7 @@ actor PeerSession {
     private var closing = false
     /// Requests the peer may still send now (stream info, ranges, pings).
     private var requestBudget: RequestBudget
+    private var streamInfoBudget: RequestBudget
     private var lastHeardMs: UInt64 = 0
     private var lastPingMs: UInt64 = 0
     private let clock = ContinuousClock()
@@ -88,6 +94,7 @@ actor PeerSession {
         self.outbound = outbound
         self.closeChannel = close
         requestBudget = RequestBudget(perSecond: context.limits.requestsPerSecondMax, burst: context.limits.requestsBurstMax)
+        streamInfoBudget = RequestBudget(perSecond: context.limits.streamInfoPerSecondMax, burst: context.limits.streamInfoBurstMax)
         self.peerEpoch = peer.epoch
         var limits = SyncServer.Limits()
         limits.requestsInFlightMax = context.limits.serverRequestsMax
@@ -196,6 +203,9 @@ actor PeerSession {
         case .streamInfoRequest, .getRange, .ping:
             guard requestBudget.take(nowMs: now) else {
                 return await fault(.flooding("more than \(context.limits.requestsPerSecondMax) requests a second"))
+            }
+            if case .streamInfoRequest = message, !streamInfoBudget.take(nowMs: now) {
+                return await fault(.flooding("more than \(context.limits.streamInfoPerSecondMax) stream-info requests a second"))
             }
         default:
             break
