@@ -109,7 +109,9 @@ struct TransportConnectionTests {
     }
 
     @Test func aTLSClientThatNeverSaysHelloIsClosedAfterTheHandshakeTimeout() async throws {
-        let server = TransportNode(seed: 13) { $0.handshakeTimeout = .milliseconds(300) }
+        // Long enough for TLS to finish on a loaded machine (under ThreadSanitizer, with the
+        // whole suite running, 300 ms was not), short enough to wait out.
+        let server = TransportNode(seed: 13) { $0.handshakeTimeout = .seconds(2) }
         let silent = TransportNode(seed: 23)
         let accepted = AcceptedPeers()
         try await withTransportTimeout {
@@ -133,8 +135,8 @@ struct TransportConnectionTests {
             } else {
                 Issue.record("expected a goodbye before the close: \(messages)")
             }
-            #expect(closedAfter >= .milliseconds(250), "closed after \(closedAfter)")
-            #expect(closedAfter < .seconds(5), "closed after \(closedAfter)")
+            #expect(closedAfter >= .milliseconds(1950), "closed after \(closedAfter)")
+            #expect(closedAfter < .seconds(8), "closed after \(closedAfter)")
 
             let record = await server.log.handshakeFailure(.timeout)
             #expect(record != nil, "\(server.log.all)")
