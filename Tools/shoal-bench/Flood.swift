@@ -186,7 +186,7 @@ struct RunSetup: Sendable {
         let logB = scratch + "/b-\(name).log", logA = scratch + "/a-\(name).log"
         unlink(logB)
         unlink(logA)
-        let b = try NodeProcess.startLogged("B", shoal: shoal, dataDirectory: dirB, peers: [], extra: victimArguments,
+        let b = try NodeProcess.start("B", shoal: shoal, dataDirectory: dirB, peers: [], extra: victimArguments,
                                             logPath: logB, logLevel: logLevel)
         let watcher = Watcher(setup: self, b: b, logB: logB, logA: logA)
         defer { watcher.tearDown() }
@@ -288,7 +288,7 @@ final class Watcher: @unchecked Sendable {
             let now = monotonicSeconds()
             if a == nil && now - start >= setup.honestDelay {
                 do {
-                    a = try NodeProcess.startLogged("A", shoal: setup.shoal, dataDirectory: setup.dirA, peers: [b.listen],
+                    a = try NodeProcess.start("A", shoal: setup.shoal, dataDirectory: setup.dirA, peers: [b.listen],
                                                     extra: [], logPath: logA, logLevel: "warning")
                     readyAt = monotonicSeconds()
                 } catch {

@@ -6,43 +6,6 @@ import Glibc
 
 /// Starting the flood's nodes, and what the flood watches of the victim through /proc.
 extension NodeProcess {
-    /// `shoal start` on 127.0.0.1 with `extra` arguments (the victim's limit flags), its stderr
-    /// appended to `logPath` rather than piped: a node that logs every refused connection must
-    /// not block on a pipe, and the log's size is itself a figure.
-    static func startLogged(
-        _ name: String, shoal: String, dataDirectory: String, peers: [String], extra: [String],
-        logPath: String, logLevel: String, timeout: Double = 60
-    ) throws -> NodeProcess {
-        var arguments = ["start", "--data-dir", dataDirectory, "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0",
-                         "--network-id", "7", "--log-level", logLevel]
-        for peer in peers { arguments += ["--peer", peer] }
-        arguments += extra
-        // `exec` keeps the pid: /proc/<pid> is the node's own.
-        let quoted = "'" + logPath.replacingOccurrences(of: "'", with: "'\\''") + "'"
-        let child = try ChildProcess("/bin/sh", ["-c", "exec \"$0\" \"$@\" 2>>\(quoted)", shoal] + arguments)
-        let deadline = monotonicSeconds() + timeout
-        while monotonicSeconds() < deadline {
-            let closed = child.pump(until: min(deadline, monotonicSeconds() + 0.05))
-            if let line = child.stdoutLines.first(where: { $0.hasPrefix("shoal: listening on ") }) {
-                let parts = line.dropFirst("shoal: listening on ".count).split(separator: ",")
-                let listen = String(parts[0])
-                let api = parts[1].split(separator: " ").last.map(String.init) ?? ""
-                guard let apiPort = api.split(separator: ":").last.flatMap({ Int($0) }) else {
-                    throw BenchError("\(name): cannot parse the ready line \(line)")
-                }
-                return NodeProcess(name: name, dataDirectory: dataDirectory, child: child, listen: listen, apiPort: apiPort)
-            }
-            if closed {
-                child.wait(until: monotonicSeconds() + 5)
-                let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-                throw BenchError("\(name) exited before it was ready: \(child.termination.map { "\($0)" } ?? "?")\n\(log.suffix(2000))")
-            }
-        }
-        child.signal(SIGKILL)
-        child.wait(until: monotonicSeconds() + 5)
-        throw BenchError("\(name) was not ready within \(timeout) s")
-    }
-
     /// The port part of `listen`.
     var listenPort: Int { listen.split(separator: ":").last.flatMap { Int($0) } ?? 0 }
 }

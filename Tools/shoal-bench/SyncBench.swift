@@ -16,12 +16,26 @@ struct NodeProcess {
     let listen: String
     let apiPort: Int
 
-    /// Starts `shoal start` and waits (bounded) for its ready line.
-    static func start(_ name: String, shoal: String, dataDirectory: String, peers: [String], timeout: Double = 60) throws -> NodeProcess {
+    /// Starts `shoal start` on 127.0.0.1 (with `extra` arguments) and waits (bounded) for its
+    /// ready line. With `logPath`, its stderr is appended to that file rather than piped: a node
+    /// that logs every refused connection must not block on a pipe, and the log's size is
+    /// itself a figure (the flood).
+    static func start(
+        _ name: String, shoal: String, dataDirectory: String, peers: [String], extra: [String] = [],
+        logPath: String? = nil, logLevel: String = "warning", timeout: Double = 60
+    ) throws -> NodeProcess {
         var arguments = ["start", "--data-dir", dataDirectory, "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0",
-                         "--network-id", "7", "--log-level", "warning"]
+                         "--network-id", "7", "--log-level", logLevel]
         for peer in peers { arguments += ["--peer", peer] }
-        let child = try ChildProcess(shoal, arguments)
+        arguments += extra
+        let child: ChildProcess
+        if let logPath {
+            // `exec` keeps the pid: /proc/<pid> is the node's own.
+            let quoted = "'" + logPath.replacingOccurrences(of: "'", with: "'\\''") + "'"
+            child = try ChildProcess("/bin/sh", ["-c", "exec \"$0\" \"$@\" 2>>\(quoted)", shoal] + arguments)
+        } else {
+            child = try ChildProcess(shoal, arguments)
+        }
         let deadline = monotonicSeconds() + timeout
         while monotonicSeconds() < deadline {
             let closed = child.pump(until: min(deadline, monotonicSeconds() + 0.05))
@@ -38,7 +52,8 @@ struct NodeProcess {
             if closed {
                 // Both pipes closed: the process is gone.
                 child.wait(until: monotonicSeconds() + 5)
-                throw BenchError("\(name) exited before it was ready: \(child.termination.map { "\($0)" } ?? "?")\n\(child.stderrText.suffix(2000))")
+                let log = logPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? child.stderrText
+                throw BenchError("\(name) exited before it was ready: \(child.termination.map { "\($0)" } ?? "?")\n\(log.suffix(2000))")
             }
         }
         child.signal(SIGKILL)
