@@ -87,6 +87,7 @@ public final class Node: Service, Sendable {
                 }
                 group.addTask { await self.waitForShutdown() }
                 group.addTask { await self.context.events.flushPeriodically() }
+                group.addTask { await self.forgetPeerRecordsPeriodically() }
                 await group.next()
                 self.beginShutdown()
                 group.cancelAll()
@@ -225,6 +226,48 @@ public final class Node: Service, Sendable {
     private func offence(_ peer: PeerInfo) {
         guard !peer.outbound, let listener = state.withLock({ $0.listener }) else { return }
         listener.offence(remoteAddress: peer.remoteAddress)
+    }
+
+    // MARK: Peer records
+
+    /// Which records to delete so that at most `max` remain: first those that never earned
+    /// anything (score ≤ 0: strangers, throwaway identities and their bans), then the rest,
+    /// each group the least recently seen first. A ban of an identity made to be thrown away
+    /// protects nothing; the penalty box guards the address it came from.
+    public static func peerRecordsToForget(_ records: [(overlay: OverlayAddress, record: PeerRecord)], keeping max: Int) -> [OverlayAddress] {
+        guard records.count > max else { return [] }
+        let ordered = records.sorted { a, b in
+            let (ka, kb) = (a.record.score > 0 ? 1 : 0, b.record.score > 0 ? 1 : 0)
+            return ka != kb ? ka < kb : a.record.lastSeenMs < b.record.lastSeenMs
+        }
+        return ordered.prefix(records.count - max).map(\.overlay)
+    }
+
+    /// Deletes the least useful peer records beyond `peerRecordsMax`; returns how many.
+    @discardableResult
+    func forgetPeerRecords() async throws -> Int {
+        let records = try store.read { try $0.peers() }
+        let connected = context.sessions.withLock { Set($0.keys) }
+        let forget = Node.peerRecordsToForget(records.filter { !connected.contains($0.overlay) },
+                                              keeping: max(0, configuration.peerRecordsMax - connected.count))
+        guard !forget.isEmpty else { return 0 }
+        var batch = StoreBatch()
+        batch.peerRemovals = forget
+        _ = try await writer.apply(batch)
+        context.events.log("peer.recordsForgotten", level: .notice,
+                           "forgot \(forget.count) peer records beyond \(configuration.peerRecordsMax)")
+        return forget.count
+    }
+
+    private func forgetPeerRecordsPeriodically() async {
+        while !isShuttingDown && !Task.isCancelled {
+            do {
+                try await forgetPeerRecords()
+            } catch {
+                logger.warning("cannot forget peer records", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: configuration.peerRecordsCheckInterval)
+        }
     }
 
     // MARK: Using the node

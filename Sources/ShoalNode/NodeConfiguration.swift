@@ -19,6 +19,11 @@ public struct NodeConfiguration: Sendable {
     public var redialDelayMax: Duration = .seconds(30)
     /// How long a graceful shutdown waits for peers to close.
     public var drainTimeout: Duration = .seconds(5)
+    /// Peer records kept in the store (`peers`). Every identity that completes a handshake
+    /// gets one, and identities cost nothing to make, so beyond this the least useful are
+    /// forgotten (see `Node.peerRecordsToForget`), checked every `peerRecordsCheckInterval`.
+    public var peerRecordsMax = 10_000
+    public var peerRecordsCheckInterval: Duration = .seconds(30)
     public var session = SessionLimits()
     /// Bounds on inbound connections and the penalty box for addresses that keep offending
     /// (see `InboundLimits`). Outbound connections (to `peers`) never count against them.

@@ -180,4 +180,29 @@ struct NodePeerRecordTests {
         #expect(goodbye?.message.contains("stream-info") == true)
         await a.stop()
     }
+
+    @Test func beyondTheLimitTheLeastUsefulPeerRecordsAreForgotten() async throws {
+        let a = try RunningNode(name: "a") { $0.peerRecordsMax = 5 }
+        defer { a.node.close() }
+        // 20 records: 3 peers that were worth something (score > 0), 17 strangers.
+        var batch = StoreBatch()
+        var expectedKept: [OverlayAddress] = []
+        for i in 0..<20 {
+            let overlay = seededIdentity(seed: 1000 + UInt64(i)).overlay
+            let useful = i % 7 == 0  // 0, 7, 14
+            let record = PeerRecord(addresses: [], lastSeenMs: 1_000 + UInt64(i), score: useful ? 5 : -10,
+                                    banUntilMs: useful ? 0 : 9_999_999_999_999)
+            batch.peerUpserts.append((overlay, record))
+            // Kept: the three useful ones, then the two strangers seen last (18, 19).
+            if useful || i >= 18 { expectedKept.append(overlay) }
+        }
+        // The node is not running: a writer of the test's own puts the records in.
+        let writer = StoreWriter(store: a.node.store)
+        _ = try await writer.apply(batch)
+        writer.stop()
+        #expect(try await a.node.forgetPeerRecords() == 15)
+        let left = try a.node.store.read { try $0.peers() }.map(\.overlay)
+        #expect(Set(left) == Set(expectedKept))
+        #expect(try await a.node.forgetPeerRecords() == 0, "nothing more to forget")
+    }
 }
