@@ -122,10 +122,11 @@ enum RawHTTP {
         var description: String
     }
 
-    private static func exchange(port: Int, request: [UInt8]) throws -> Response {
+    /// A blocking TCP socket connected to 127.0.0.1:`port`, every send and receive bounded by
+    /// `timeoutSeconds`. The caller closes it.
+    static func connectedSocket(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: errno \(errno)") }
-        defer { close(fd) }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -136,7 +137,17 @@ enum RawHTTP {
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard connected == 0 else { throw Failure(description: "connect: errno \(errno)") }
+        guard connected == 0 else {
+            let code = errno
+            close(fd)
+            throw Failure(description: "connect: errno \(code)")
+        }
+        return fd
+    }
+
+    private static func exchange(port: Int, request: [UInt8]) throws -> Response {
+        let fd = try connectedSocket(port: port)
+        defer { close(fd) }
         var sent = 0
         while sent < request.count {
             let n = request.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
