@@ -62,6 +62,8 @@ public struct TransportConfiguration: Sendable {
     /// penalty box for addresses that keep failing; a connection over a bound is closed as it is
     /// accepted. Outbound connections do not count against them.
     public var inboundLimits = InboundLimits()
+    /// The listen backlog asked of the kernel (it caps it at `net.core.somaxconn`, 4096 here).
+    public static let acceptBacklog = 4096
     /// Accepted connections still in their handshake; more are closed at once.
     public var handshakesInFlightMax: Int {
         get { inboundLimits.handshakesMax }
@@ -201,7 +203,11 @@ public final class Transport: Sendable {
         do {
             server = try await ServerBootstrap(group: group)
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-                .serverChannelOption(ChannelOptions.backlog, value: 256)
+                // A connect-and-close flood overflowed an accept queue of 256 about once per
+                // attacker per second, and the kernel then drops every SYN, an honest peer's too
+                // (it waits out TCP's 1 s retransmit). Refusing is cheap; queueing is cheaper.
+                .serverChannelOption(ChannelOptions.backlog, value: Int32(TransportConfiguration.acceptBacklog))
+                .serverChannelOption(ChannelOptions.maxMessagesPerRead, value: 64)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: writeBufferWaterMark)
                 .bind(host: host, port: port) { channel in
