@@ -79,6 +79,8 @@ actor PeerSession {
     /// Milliseconds deliveries to this peer waited for the budget.
     private var serveWaitedMs: UInt64 = 0
     private var closing = false
+    /// A goodbye is being written; no second one starts.
+    private var sayingGoodbye = false
     /// Requests the peer may still send now (stream info, ranges, pings).
     private var requestBudget: RequestBudget
     private var streamInfoBudget: RequestBudget
@@ -164,8 +166,10 @@ actor PeerSession {
 
     /// Sends Goodbye and closes (graceful shutdown of the node).
     func goodbye(_ reason: Goodbye.Reason, _ message: String) async {
-        guard !closing else { return }
-        closing = true
+        // `closing` is set only once the goodbye is out: setting it earlier ends `run()` (its
+        // timer task stops on it), which closes the channel under the waiting write.
+        guard !closing && !sayingGoodbye else { return }
+        sayingGoodbye = true
         // The write waits while the peer's socket is full; a peer that reads nothing would
         // hold the session open for ever, so the channel closes after `goodbyeWriteMs`
         // whether or not the goodbye went out (closing fails the waiting write).
@@ -180,6 +184,7 @@ actor PeerSession {
             log(.debug, "goodbye not sent: \(error)")
         }
         deadline.cancel()
+        closing = true
         outbound.finish()
         closeChannel()
     }
