@@ -158,6 +158,10 @@ struct DownloadCommand: ParsableCommand {
             if let range, response.status != 206 {
                 throw CommandFailure(CLIExit.unreachable, "\(request): asked for \(range.header), the API sent the whole file (200)")
             }
+            if let first = range?.first, let contentRange = response.head.header("Content-Range"),
+               !contentRange.hasPrefix("bytes \(first)-") {
+                throw CommandFailure(CLIExit.unreachable, "\(request): asked for bytes from \(first), the API sent '\(contentRange.prefix(80))'")
+            }
             if range == nil, response.status == 206 {
                 throw CommandFailure(CLIExit.unreachable, "\(request): the API sent part of the file (206) unasked")
             }

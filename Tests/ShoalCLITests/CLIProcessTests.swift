@@ -135,6 +135,18 @@ struct CLIProcessTests {
         #expect(output.stdout.isEmpty)
     }
 
+    @Test func aRangeIsAskedForAndWhatComesBackIsChecked() async throws {
+        let right = try RawServer(response: Array("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 5-9/100\r\nContent-Length: 5\r\n\r\nhello".utf8))
+        let output = try await CLI.run(["download", Self.ref, "--range", "5-9", "--api", "127.0.0.1:\(right.port)"])
+        #expect(output.status == 0, "\(output.stderr)")
+        #expect(output.stdoutText == "hello")
+        let wrong = try RawServer(response: Array("HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-4/100\r\nContent-Length: 5\r\n\r\nhello".utf8))
+        let refused = try await CLI.run(["download", Self.ref, "--range", "5-9", "--api", "127.0.0.1:\(wrong.port)"])
+        #expect(refused.status == 3)
+        #expect(refused.stderr.contains("asked for bytes from 5, the API sent 'bytes 0-4/100'"))
+        #expect(refused.stdout.isEmpty)
+    }
+
     @Test func anOutputThatCannotBeWrittenExits4() async throws {
         let server = try RawServer(response: Array("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".utf8))
         let output = try await CLI.run(["download", Self.ref, "-o", "/nonexistent-directory/out", "--api", "127.0.0.1:\(server.port)"])
