@@ -113,5 +113,14 @@ struct PinTests {
         try t.reopen()
         #expect(try t.store.read { try $0.pins() }.count == 1)
         #expect(try t.store.read { try $0.pinCount(tree[2].address) } == 1)
+
+        // A backup carries them.
+        let dest = t.directory + "-backup"
+        defer { try? FileManager.default.removeItem(atPath: dest) }
+        _ = try t.store.backup(to: dest)
+        let copy = try Store(directory: dest, options: Store.Options(readOnly: true))
+        defer { copy.close() }
+        #expect(try copy.read { try $0.pins() }.map(\.root) == [tree[0].address])
+        #expect(try copy.read { try $0.pinnedChunkCount() } == 3)
     }
 }
