@@ -192,7 +192,8 @@ public struct StoreReader {
     public func databaseStats() throws -> [(name: String, stat: Environment.Stat)] {
         let t = tables
         let dbs: [Database] = [t.meta, t.chunks.database, t.pull, t.intervals.database, t.fetch.database,
-                               t.peers.database, t.downloads.database, t.journal.database, t.freeSlots, t.landing.database]
+                               t.peers.database, t.downloads.database, t.journal.database, t.freeSlots, t.landing.database,
+                               t.pins.database, t.pinned.database]
         return try dbs.map { ($0.name, try txn.stat($0)) }
     }
 }
