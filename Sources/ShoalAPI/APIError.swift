@@ -34,6 +34,27 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
         /// A method this API never serves: `CONNECT` (it is no proxy), or one the HTTP parser
         /// does not know (`FOO`). Status 501.
         case unsupportedMethod
+        /// The reference in the path is not 64 hex digits.
+        case invalidReference
+        /// An upload with no bytes (`POST /bytes` stores files of at least one byte).
+        case emptyBody
+        /// A request header has a value the API does not accept (the message names it).
+        case invalidHeader
+        /// A `Range` header that does not parse, or names several ranges. Status 400.
+        case invalidRange
+        /// A `Range` that starts at or past the end of the file. Status 416.
+        case rangeNotSatisfiable
+        /// The reference names a chunk that is not the root of a valid file tree (spans that
+        /// disagree, not a list of references, too deep, parity that rebuilds wrong bytes). 422.
+        case invalidTree
+        /// Chunks of the file are neither here nor rebuildable; the message names them. 404.
+        case missingChunks
+        /// The store holds more pinned chunks than its capacity allows. 507.
+        case insufficientStorage
+        /// The tag named in the path or in `Shoal-Tag` does not exist. 404.
+        case unknownTag
+        /// Every upload tag is in use by a running upload; retry when one ends. 503.
+        case tooManyTags
         /// A bug or an unexpected failure.
         case `internal`
     }
@@ -41,6 +62,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     public var status: HTTPResponse.Status
     public var code: Code
     public var message: String
+    /// Extra header fields of the answer (e.g. `Content-Range` of a 416).
+    public var headers: HTTPFields = [:]
 
     public init(_ status: HTTPResponse.Status, _ code: Code, _ message: String) {
         self.status = status
@@ -69,7 +92,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     /// router (`response(from:context:)`) and for requests that never reach it
     /// (`MalformedRequestHandler`). Framing headers (`Content-Length`) are the sender's.
     func responseParts() throws -> (head: HTTPResponse, body: ByteBuffer) {
-        var fields: HTTPFields = [.contentType: JSONBody.contentType]
+        var fields = headers
+        fields[.contentType] = JSONBody.contentType
         if status == .serviceUnavailable { fields[.retryAfter] = "1" }
         return (HTTPResponse(status: status, headerFields: fields), try JSONBody.bytes(body))
     }

@@ -44,6 +44,9 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | `GET /chunks/{address}` | 200 with span ‖ payload (`application/octet-stream`), 404 when absent |
 /// | `GET /status` | `NodeStatus` |
 /// | `GET /peers` | `[PeerStatus]` |
+/// | `GET /health` | 200 `{"status": "ok", "version"}` while the process answers |
+/// | `GET /readiness` | 200 `{"status": "ready"}` once the node serves, else 503 |
+/// | files, pins, stewardship, tags | `addFileRoutes` (`Docs/API.md`) |
 ///
 /// Every error is JSON `{"error": {"code", "message"}}` (`APIError`); served by
 /// `makeAPIApplication`, so are the answers to requests that never reach this router (the HTTP
@@ -53,7 +56,8 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// Requests are logged at `debug` (`GET /status 200 0.4 ms`), failures with a 5xx at `error`,
 /// both through `log`, which keeps a flood of them to a few lines and a summary. Without one,
 /// a log of its own is made (its summaries then come as further lines arrive).
-public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil) -> Router<APIRequestContext> {
+public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, tags: UploadTags? = nil) -> Router<APIRequestContext> {
+    let tags = tags ?? UploadTags(nowMs: { Store.wallClockMs() })
     let log = log ?? ThrottledLog(logger: Logger(label: "shoal.api"))
     let router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
     // First, so that it wraps every route and the router's own "not found".
@@ -71,6 +75,17 @@ public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil) -> R
     }
     router.get("/peers") { _, _ in
         try JSONBody.response(await node.peers(), status: .ok)
+    }
+    router.get("/health") { _, _ in
+        try JSONBody.response(["status": "ok", "version": ShoalVersion.current], status: .ok)
+    }
+    router.get("/readiness") { _, _ in
+        // Ready once the store is open (it is, or there would be no node) and the listener is bound.
+        guard node.isReady else {
+            return try JSONBody.response(["status": "notReady", "reason": "the peer listener is not bound yet, or the node is stopping"],
+                                         status: .serviceUnavailable, headers: [.retryAfter: "1"])
+        }
+        return try JSONBody.response(["status": "ready"], status: .ok)
     }
     return router
 }

@@ -15,6 +15,14 @@ public protocol NodeAPIBacking: Sendable {
     func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation?
     func status() throws -> NodeStatus
     func peers() async -> [PeerStatus]
+    /// Applies a batch (an upload's chunks, pins) durably; returns after the commit.
+    func apply(_ batch: StoreBatch) async throws -> BatchResult
+    /// Waits until `address` is in the local store (true) or `timeout` passes (false).
+    func waitForChunk(_ address: ChunkAddress, timeout: Duration) async -> Bool
+    /// Reads the local store in one snapshot.
+    func readStore<R>(_ body: (StoreReader) throws -> R) throws -> R
+    /// True once the store is open and the peer listener is bound.
+    var isReady: Bool { get }
 }
 
 /// A chunk's place in the local store: its bin and its bin ID there.
@@ -29,6 +37,10 @@ public struct ChunkLocation: Sendable, Equatable {
 }
 
 extension Node: NodeAPIBacking {
+    public func readStore<R>(_ body: (StoreReader) throws -> R) throws -> R {
+        try store.read(body)
+    }
+
     public func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? {
         try store.read { reader in
             try reader.record(address).map { ChunkLocation(bin: Int($0.bin), binID: $0.binID) }

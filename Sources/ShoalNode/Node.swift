@@ -280,6 +280,26 @@ public final class Node: Service, Sendable {
         return result
     }
 
+    /// Applies a batch (chunks of an upload, pins) durably; returns after the commit. Peers
+    /// syncing the bins that grew are told, and readers waiting for its chunks wake.
+    @discardableResult
+    public func apply(_ batch: StoreBatch) async throws -> BatchResult {
+        let result = try await writer.apply(batch)
+        await context.committed(result)
+        return result
+    }
+
+    /// Waits until `address` is in the local store (true), or `timeout` passes or the task is
+    /// cancelled (false). Pull sync is what brings a chunk this node lacks, until retrieval
+    /// lands; a file read on this node waits here.
+    public func waitForChunk(_ address: ChunkAddress, timeout: Duration) async -> Bool {
+        let store = self.store
+        return await context.arrivals.wait(for: address, timeout: timeout) { (try? store.has(address)) == true }
+    }
+
+    /// True once the store is open and the peer listener is bound: the node can serve.
+    public var isReady: Bool { listeningPort != nil && !isShuttingDown }
+
     /// A chunk from the local store, re-hashed against its address.
     public func chunk(_ address: ChunkAddress) throws -> Chunk? {
         try store.get(address, verify: true)

@@ -20,6 +20,8 @@ final class NodeContext: Sendable {
     let chunksServed = Atomic<Int>(0)
     let chunksReceived = Atomic<Int>(0)
     let chunksDuplicate = Atomic<Int>(0)
+    /// Readers on this node waiting for chunks to arrive.
+    let arrivals = ChunkArrivals()
 
     init(store: Store, writer: StoreWriter, inFlight: InFlightChunks, logger: Logger, limits: SessionLimits) {
         self.store = store
@@ -40,6 +42,7 @@ final class NodeContext: Sendable {
     /// A batch committed: every session learns which of our bins grew, so waiting live
     /// requests are answered.
     func committed(_ result: BatchResult) async {
+        arrivals.stored(result.stored.lazy.map(\.address))
         var cursors: [UInt8: UInt64] = [:]
         for chunk in result.stored { cursors[chunk.bin] = max(cursors[chunk.bin] ?? 0, chunk.binID) }
         guard !cursors.isEmpty else { return }

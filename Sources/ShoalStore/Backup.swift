@@ -49,7 +49,8 @@ extension Store {
                     for (name, db) in [(Schema.Name.meta, tables.meta), (Schema.Name.pull, tables.pull),
                                        (Schema.Name.intervals, tables.intervals.database), (Schema.Name.fetch, tables.fetch.database),
                                        (Schema.Name.peers, tables.peers.database), (Schema.Name.downloads, tables.downloads.database),
-                                       (Schema.Name.journal, tables.journal.database)] {
+                                       (Schema.Name.journal, tables.journal.database),
+                                       (Schema.Name.pins, tables.pins.database), (Schema.Name.pinned, tables.pinned.database)] {
                         try src.scan(db) { key, value in
                             if name == Schema.Name.meta,
                                key.elementsEqual(Schema.MetaKey.schemaVersion.utf8) || key.elementsEqual(Schema.MetaKey.slotsNext.utf8) {

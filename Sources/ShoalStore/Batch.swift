@@ -19,6 +19,11 @@ public struct StoreBatch: Sendable {
     public var downloadRemovals: [ChunkAddress] = []
     /// Supervisor decisions to journal.
     public var journal: [String] = []
+    /// Files to pin, after the chunks above are stored. Each applies only if every chunk it
+    /// lists is stored by then (`PinOutcome`).
+    public var pins: [PinRequest] = []
+    /// Pins to remove (`BatchResult.unpinned`).
+    public var unpins: [UnpinRequest] = []
 
     public init(chunks: [Chunk] = [], seals: [IntervalSeal] = []) {
         self.chunks = chunks
@@ -29,6 +34,7 @@ public struct StoreBatch: Sendable {
         chunks.isEmpty && seals.isEmpty && intervalResets.isEmpty && fetchUpserts.isEmpty
             && fetchRemovals.isEmpty && peerUpserts.isEmpty && peerRemovals.isEmpty
             && downloadUpserts.isEmpty && downloadRemovals.isEmpty && journal.isEmpty
+            && pins.isEmpty && unpins.isEmpty
     }
 }
 
@@ -46,6 +52,39 @@ public struct IntervalSeal: Sendable, Equatable {
     public init(peer: OverlayAddress, bin: UInt8, epoch: UInt64, range: ClosedRange<UInt64>, requires: [ChunkAddress] = []) {
         (self.peer, self.bin, self.epoch, self.range, self.requires) = (peer, bin, epoch, range, requires)
     }
+}
+
+/// "Pin the file `root`, whose tree is exactly `chunks`." The caller walks the tree; the
+/// store counts each distinct chunk once for this root, so an unpin with the same list undoes it.
+public struct PinRequest: Sendable, Equatable {
+    public var root: ChunkAddress
+    public var chunks: [ChunkAddress]
+    /// The file's size in bytes.
+    public var bytes: UInt64
+
+    public init(root: ChunkAddress, chunks: [ChunkAddress], bytes: UInt64) {
+        (self.root, self.chunks, self.bytes) = (root, chunks, bytes)
+    }
+}
+
+/// "Unpin `root`, whose tree is `chunks`" (the same walk as when it was pinned: a pinned tree
+/// cannot change, its chunks are all still stored).
+public struct UnpinRequest: Sendable, Equatable {
+    public var root: ChunkAddress
+    public var chunks: [ChunkAddress]
+
+    public init(root: ChunkAddress, chunks: [ChunkAddress]) {
+        (self.root, self.chunks) = (root, chunks)
+    }
+}
+
+/// What became of a `PinRequest`.
+public enum PinOutcome: Sendable, Equatable {
+    case pinned
+    /// The root was pinned already; nothing changed.
+    case alreadyPinned
+    /// Not pinned: `count` listed chunks are not stored; `sample` names up to 16 of them.
+    case missing(count: Int, sample: [ChunkAddress])
 }
 
 /// Where a chunk stored by a batch landed.
@@ -68,4 +107,8 @@ public struct BatchResult: Sendable, Equatable {
     public var radius: UInt8 = 0
     /// The LMDB transaction ID the batch committed in.
     public var transactionID: Int = 0
+    /// One per `StoreBatch.pins`, in order.
+    public var pinOutcomes: [PinOutcome] = []
+    /// One per `StoreBatch.unpins`, in order: false when the root was not pinned.
+    public var unpinned: [Bool] = []
 }

@@ -13,7 +13,7 @@ enum Migrations {
     static let all: [Migration] = [
         Migration(from: 0) { txn, options in
             // v0 → v1: an empty environment becomes a store.
-            for name in Schema.Name.all where name != Schema.Name.landing { _ = try txn.openDatabase(name, flags: 0x40000 /* MDB_CREATE */) }
+            for name in Schema.Name.all where ![Schema.Name.landing, Schema.Name.pins, Schema.Name.pinned].contains(name) { _ = try txn.openDatabase(name, flags: 0x40000 /* MDB_CREATE */) }
             let meta = try txn.openDatabase(Schema.Name.meta)
             guard let overlay = options.overlay else {
                 throw StoreError(.notAStore, "creating a store needs the node's overlay")
@@ -31,6 +31,11 @@ enum Migrations {
             _ = try txn.openDatabase(Schema.Name.landing, flags: 0x40000 /* MDB_CREATE */)
             let meta = try txn.openDatabase(Schema.Name.meta)
             try txn.putMeta(meta, Schema.MetaKey.landingNext, 1)
+        },
+        Migration(from: 2) { txn, _ in
+            // v2 → v3: pinned files (`pins`) and the chunks they hold (`pinned`), both empty.
+            _ = try txn.openDatabase(Schema.Name.pins, flags: 0x40000 /* MDB_CREATE */)
+            _ = try txn.openDatabase(Schema.Name.pinned, flags: 0x40000 /* MDB_CREATE */)
         },
     ]
 

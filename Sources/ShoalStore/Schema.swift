@@ -5,7 +5,7 @@ import ShoalCore
 /// describes the same bytes for outside tools.
 public enum Schema {
     /// The schema version this build writes. A store with a larger one is refused.
-    public static let version: UInt64 = 2
+    public static let version: UInt64 = 3
 
     /// Database names; outside tools (`mdb_stat -a`, `mdb_dump -s NAME`) rely on them.
     public enum Name {
@@ -22,8 +22,13 @@ public enum Schema {
         /// Chunks stored recently, in arrival order: sequence → address ‖ ChunkRecord. Merged
         /// into `chunks` in address order from time to time (schema v2; see Docs/Storage.md).
         public static let landing = "landing"
+        /// Pinned files: root address → `PinRecord` (schema v3).
+        public static let pins = "pins"
+        /// Chunks held by pins: address → how many pinned roots hold it (`LEUInt64`). Eviction
+        /// skips every chunk listed here (schema v3).
+        public static let pinned = "pinned"
 
-        public static let all = [meta, chunks, pull, intervals, fetch, peers, downloads, journal, slots, landing]
+        public static let all = [meta, chunks, pull, intervals, fetch, peers, downloads, journal, slots, landing, pins, pinned]
     }
 
     /// Keys of `meta` (UTF-8). Values are UInt64 little-endian unless noted.
@@ -311,6 +316,37 @@ public struct DownloadRecord: Equatable, Sendable, LMDBCodable {
         }
         policy = p; state = s
         chunksDone = try r.u64(); chunksTotal = try r.u64(); createdMs = try r.u64()
+        try r.finish()
+    }
+}
+
+// MARK: pins: root → PinRecord
+
+/// A pinned file: its root is in `pins`, and each of its chunks (root, intermediates, leaves,
+/// parities) counts it once in `pinned`, so none of them is evicted while the pin stands.
+public struct PinRecord: Equatable, Sendable, LMDBCodable {
+    /// Distinct chunks of the tree the pin holds.
+    public var chunks: UInt64
+    /// The file's size in bytes (its root span).
+    public var bytes: UInt64
+    /// When it was pinned, milliseconds since 1970.
+    public var pinnedMs: UInt64
+
+    public static let encodedSize = 24
+
+    public init(chunks: UInt64, bytes: UInt64, pinnedMs: UInt64) {
+        (self.chunks, self.bytes, self.pinnedMs) = (chunks, bytes, pinnedMs)
+    }
+
+    public func encodeLMDB(into bytes: inout [UInt8]) {
+        var w = ByteWriter(capacity: Self.encodedSize)
+        w.u64(chunks); w.u64(self.bytes); w.u64(pinnedMs)
+        bytes.append(contentsOf: w.bytes)
+    }
+
+    public init(decodingLMDB bytes: UnsafeRawBufferPointer) throws {
+        var r = ByteReader(bytes, for: PinRecord.self)
+        chunks = try r.u64(); self.bytes = try r.u64(); pinnedMs = try r.u64()
         try r.finish()
     }
 }

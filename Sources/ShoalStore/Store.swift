@@ -68,6 +68,8 @@ public final class Store: @unchecked Sendable {
         /// so the reusable slots are a prefix.
         let freeSlots: Database
         let landing: Table<UInt64, LandingEntry>
+        let pins: Table<ChunkAddress, PinRecord>
+        let pinned: Table<ChunkAddress, LEUInt64>
     }
 
     /// Finds the LMDB directory in `path`: the path itself if it holds `data.mdb`, else
@@ -176,7 +178,9 @@ public final class Store: @unchecked Sendable {
             downloads: Table(try env.openDatabase(n.downloads)),
             journal: Table(try env.openDatabase(n.journal)),
             freeSlots: try env.openDatabase(n.slots),
-            landing: Table(try env.openDatabase(n.landing)))
+            landing: Table(try env.openDatabase(n.landing)),
+            pins: Table(try env.openDatabase(n.pins)),
+            pinned: Table(try env.openDatabase(n.pinned)))
     }
 
     public static func wallClockMs() -> UInt64 {

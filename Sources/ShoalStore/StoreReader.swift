@@ -128,6 +128,20 @@ public struct StoreReader {
         try collect(tables.peers, limit: limit)
     }
 
+    /// The pin of `root`, if it is pinned.
+    public func pin(_ root: ChunkAddress) throws -> PinRecord? { try txn.get(tables.pins, root) }
+
+    /// Pinned roots in address order.
+    public func pins(limit: Int = .max) throws -> [(root: ChunkAddress, record: PinRecord)] {
+        try collect(tables.pins, limit: limit)
+    }
+
+    /// How many pinned roots hold `address` (0: none; it may be evicted).
+    public func pinCount(_ address: ChunkAddress) throws -> UInt64 { try txn.get(tables.pinned, address)?.value ?? 0 }
+
+    /// Distinct chunks held by at least one pin.
+    public func pinnedChunkCount() throws -> Int { try txn.count(tables.pinned) }
+
     public func downloads(limit: Int = .max) throws -> [(root: ChunkAddress, record: DownloadRecord)] {
         try collect(tables.downloads, limit: limit)
     }
@@ -178,7 +192,8 @@ public struct StoreReader {
     public func databaseStats() throws -> [(name: String, stat: Environment.Stat)] {
         let t = tables
         let dbs: [Database] = [t.meta, t.chunks.database, t.pull, t.intervals.database, t.fetch.database,
-                               t.peers.database, t.downloads.database, t.journal.database, t.freeSlots, t.landing.database]
+                               t.peers.database, t.downloads.database, t.journal.database, t.freeSlots, t.landing.database,
+                               t.pins.database, t.pinned.database]
         return try dbs.map { ($0.name, try txn.stat($0)) }
     }
 }

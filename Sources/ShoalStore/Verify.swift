@@ -24,6 +24,8 @@ public struct VerifyReport: Sendable, Codable, Equatable {
     public var peerRecordsChecked = 0
     public var downloadRecordsChecked = 0
     public var journalEntriesChecked = 0
+    /// Pin records checked (schema v3).
+    public var pinsChecked = 0
     /// The LMDB snapshot verified.
     public var transactionID = 0
 
@@ -34,7 +36,7 @@ extension Store {
     /// Checks the whole store in one read snapshot: re-hashes every chunk against its address;
     /// checks `chunks` ↔ `pull` both ways, slots (none out of range, used twice, both used and
     /// free, or neither), cursors ≥ every bin ID, interval sets sorted and disjoint, fetch
-    /// entries not for chunks already stored, and that every record decodes.
+    /// entries not for chunks already stored, every pinned chunk stored, and that every record decodes.
     ///
     /// Safe on a live store: it only reads, and its snapshot keeps every slot it sees from reuse.
     public func verify() throws(StoreError) -> VerifyReport {
@@ -96,6 +98,7 @@ struct Verifier {
         report.peerRecordsChecked = try checkDecodes(tables.peers.database, as: PeerRecord.self, keyLength: 32)
         report.downloadRecordsChecked = try checkDecodes(tables.downloads.database, as: DownloadRecord.self, keyLength: 32)
         report.journalEntriesChecked = try checkDecodes(tables.journal.database, as: JournalEntry.self, keyLength: 8)
+        try checkPins()
         return report
     }
 
@@ -341,6 +344,24 @@ struct Verifier {
             if goodChunks[address] != nil {
                 problem("fetch-for-stored-chunk", "fetch", address.hex, "the chunk is already stored")
                 fetchForStored.append(address)
+            }
+            return true
+        }
+    }
+
+    /// Every pinned chunk must be stored (eviction skips them; a missing one was lost), and
+    /// every pin record must decode. Counts are not checked against the trees: the store does
+    /// not read trees.
+    private mutating func checkPins() throws {
+        report.pinsChecked = try checkDecodes(tables.pins.database, as: PinRecord.self, keyLength: 32)
+        try txn.scan(tables.pinned.database) { key, value in
+            guard let address = Address32(raw: key), let count = try? LEUInt64(decodingLMDB: value), count.value > 0 else {
+                problem("undecodable", "pinned", Verifier.hex(key), "entry does not decode or counts 0")
+                badRecords.append((tables.pinned.database, Array(key)))
+                return true
+            }
+            if goodChunks[address] == nil {
+                problem("pinned-missing", "pinned", address.hex, "a pinned chunk is not stored (or is corrupt)")
             }
             return true
         }

@@ -90,7 +90,45 @@ struct WriteContext {
         for (root, record) in batch.downloadUpserts { try txn.put(tables.downloads, root, record) }
         for root in batch.downloadRemovals { try txn.delete(tables.downloads, root) }
         if !batch.journal.isEmpty { try appendJournal(batch.journal) }
+        for request in batch.pins { result.pinOutcomes.append(try pin(request)) }
+        for request in batch.unpins { result.unpinned.append(try unpin(request)) }
         return result
+    }
+
+    /// Pins a file if every chunk of its tree is stored: each distinct chunk's count in
+    /// `pinned` goes up by one and the root gets its `pins` record.
+    private mutating func pin(_ request: PinRequest) throws -> PinOutcome {
+        if try txn.get(tables.pins, request.root) != nil { return .alreadyPinned }
+        let chunks = Set(request.chunks)
+        var missing: [ChunkAddress] = []
+        var missingCount = 0
+        for address in chunks where try !isStored(address) {
+            missingCount += 1
+            if missing.count < 16 { missing.append(address) }
+        }
+        if missingCount > 0 { return .missing(count: missingCount, sample: missing.sorted()) }
+        for address in chunks {
+            let count = try txn.get(tables.pinned, address)?.value ?? 0
+            try txn.put(tables.pinned, address, LEUInt64(count + 1))
+        }
+        try txn.put(tables.pins, request.root,
+                    PinRecord(chunks: UInt64(chunks.count), bytes: request.bytes, pinnedMs: store.options.now()))
+        return .pinned
+    }
+
+    /// Removes a pin: each distinct chunk's count goes down by one (its entry goes at zero).
+    private mutating func unpin(_ request: UnpinRequest) throws -> Bool {
+        guard try txn.get(tables.pins, request.root) != nil else { return false }
+        for address in Set(request.chunks) {
+            guard let count = try txn.get(tables.pinned, address)?.value else { continue }
+            if count <= 1 {
+                try txn.delete(tables.pinned, address)
+            } else {
+                try txn.put(tables.pinned, address, LEUInt64(count - 1))
+            }
+        }
+        try txn.delete(tables.pins, request.root)
+        return true
     }
 
     /// The record of `address` as this transaction sees it, and where it lives.
@@ -180,12 +218,19 @@ struct WriteContext {
         var radius = try metaUInt64(Schema.MetaKey.radius) ?? 0
         guard let capacity = store.options.capacityChunks else { return (0, UInt8(radius)) }
         var count = try txn.count(tables.chunks) + landingCount
+        guard count > capacity else { return (0, UInt8(radius)) }
         var evicted = 0
-        while count > capacity, let bin = try lowestNonEmptyBin() {
-            let n = try evict(bin: bin)
+        // Pinned chunks stay, so a bin may keep some after its eviction: go on upwards. A store
+        // holding more pinned chunks than its capacity ends above it, with every other chunk gone.
+        let anyPinned = try txn.count(tables.pinned) > 0
+        var next = try lowestNonEmptyBin()
+        while count > capacity, let bin = next, bin < Proximity.binCount {
+            let n = try evict(bin: bin, skippingPinned: anyPinned)
             evicted += n
             count -= n
-            radius = max(radius, UInt64(bin) + 1)
+            // The radius says which bins may miss chunks: those up to the last one evicted from.
+            if n > 0 { radius = max(radius, UInt64(bin) + 1) }
+            next = bin + 1
         }
         if evicted > 0 {
             try txn.putMeta(tables.meta, Schema.MetaKey.radius, radius)
@@ -203,15 +248,21 @@ struct WriteContext {
         return found
     }
 
-    /// Deletes every chunk of `bin` and frees its slots. The bin's cursor stays: bin IDs never repeat.
-    private mutating func evict(bin: Int) throws -> Int {
+    /// Deletes every chunk of `bin` but the pinned ones and frees their slots. The bin's cursor
+    /// stays: bin IDs never repeat.
+    private mutating func evict(bin: Int, skippingPinned: Bool) throws -> Int {
         var n = 0
-        let start = PullKey(bin: UInt8(bin), binID: 0).lmdbBytes
         let freedIn = UInt64(txn.id)
         try txn.withCursor(tables.pull) { c in
-            var more = try c.seek(atOrAfter: start)
+            var more = try c.seek(atOrAfter: PullKey(bin: UInt8(bin), binID: 0).lmdbBytes)
             while more, c.currentKey.count == 9, c.currentKey[0] == UInt8(bin) {
                 let address = try ChunkAddress(decodingLMDB: c.currentValue)
+                if skippingPinned, try txn.get(tables.pinned, address) != nil {
+                    // Kept, with its pull entry: it is still stored and still offered.
+                    more = try c.next()
+                    continue
+                }
+                let key = Array(c.currentKey)
                 if let (record, location) = try locate(address) {
                     switch location {
                     case .chunks:
@@ -226,7 +277,8 @@ struct WriteContext {
                 }
                 try c.deleteCurrent()
                 n += 1
-                more = try c.seek(atOrAfter: start)
+                // The deleted key's successor.
+                more = try c.seek(atOrAfter: key)
             }
         }
         return n

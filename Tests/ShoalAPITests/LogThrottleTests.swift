@@ -49,6 +49,10 @@ private struct BrokenNode: NodeAPIBacking {
     func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? { nil }
     func status() throws -> NodeStatus { throw StoreError(.system, "disk on fire") }
     func peers() async -> [PeerStatus] { [] }
+    func apply(_ batch: StoreBatch) async throws -> BatchResult { throw StoreError(.system, "disk on fire") }
+    func waitForChunk(_ address: ChunkAddress, timeout: Duration) async -> Bool { false }
+    func readStore<R>(_ body: (StoreReader) throws -> R) throws -> R { throw StoreError(.system, "disk on fire") }
+    var isReady: Bool { false }
 }
 
 @Suite struct APILogThrottleTests {

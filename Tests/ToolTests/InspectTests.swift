@@ -153,7 +153,11 @@ struct InspectTests {
         #expect(fullJournal.status == 0)
         for line in f.journal { #expect(fullJournal.stdout.contains(line)) }
 
-        for command in ["intervals", "fetch", "peers", "downloads", "journal"] {
+        let pins: PinListing = try await f.inspectJSON(["pins", f.path])
+        #expect(pins.pins.map(\.root) == [f.chunks[1].address.hex])
+        #expect(pins.pins.first?.chunks == 3 && pins.pins.first?.bytes == 12_000)
+
+        for command in ["intervals", "fetch", "peers", "downloads", "pins", "journal"] {
             let text = try await f.inspect([command, f.path])
             #expect(text.status == 0, "\(command): \(text.stderr)")
             #expect(!text.stdout.isEmpty)
@@ -633,6 +637,7 @@ final class Fixture: @unchecked Sendable {
         batch.downloadUpserts = [(chunks[0].address, DownloadRecord(policy: .eagerPin, state: .active, chunksDone: 1,
                                                                     chunksTotal: 40, createdMs: 1_700_000_000_000))]
         batch.journal = journal
+        batch.pins = [PinRequest(root: chunks[1].address, chunks: chunks.prefix(3).map(\.address), bytes: 12_000)]
         let result = try store.apply(batch)
         stored = Dictionary(uniqueKeysWithValues: result.stored.map { ($0.address, $0) })
     }
@@ -823,6 +828,11 @@ struct JournalListing: Decodable {
     struct Entry: Decodable { var sequence: UInt64; var text: String }
     var journal: [Entry]
     var truncated: Bool
+}
+
+struct PinListing: Decodable {
+    struct Entry: Decodable { var root: String; var chunks: UInt64; var bytes: UInt64 }
+    var pins: [Entry]
 }
 
 struct ProblemJSON: Decodable { var kind: String; var database: String; var key: String; var detail: String }

@@ -22,7 +22,7 @@ struct LMDBInspect: ParsableCommand {
             """,
         subcommands: [
             Summary.self, Chunks.self, ChunkCommand.self, Intervals.self, Fetch.self, Peers.self,
-            Downloads.self, Journal.self, Verify.self, Repair.self, Backup.self,
+            Downloads.self, Pins.self, Journal.self, Verify.self, Repair.self, Backup.self,
         ]
     )
 }

@@ -425,6 +425,46 @@ struct Downloads: ParsableCommand {
     }
 }
 
+// MARK: pins
+
+struct Pins: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List pinned files: root address, chunks held, size, when pinned.")
+
+    @OptionGroup var location: StoreLocation
+    @OptionGroup var limit: LimitOption
+    @OptionGroup var output: OutputOptions
+
+    struct Entry: Encodable {
+        var root: String
+        var chunks: UInt64
+        var bytes: UInt64
+        var pinnedMs: UInt64
+        var pinned: String?
+    }
+
+    func run() throws {
+        try runReporting(json: output.json) {
+            try location.withReadOnlyStore { store in
+                let (entries, held, snapshot) = try store.read { r in
+                    (try r.pins(limit: limit.count == .max ? .max : limit.count + 1), try r.pinnedChunkCount(), r.transactionID)
+                }
+                let listing = Listing(json: output.json, arrayKey: "pins", textHeader:
+                    Format.pad("root", 66) + Format.padLeft("chunks", 10) + Format.padLeft("bytes", 16) + "  pinned")
+                for (root, r) in entries.prefix(limit.count) {
+                    let e = Entry(root: root.hex, chunks: r.chunks, bytes: r.bytes, pinnedMs: r.pinnedMs, pinned: Format.time(ms: r.pinnedMs))
+                    listing.add(e, text: Format.pad(e.root, 66) + Format.padLeft(e.chunks, 10) + Format.padLeft(e.bytes, 16)
+                                + "  " + (e.pinned ?? "-"))
+                }
+                let truncated = entries.count > limit.count
+                listing.finish(trailer: ListingTrailer(count: listing.count, truncated: truncated, snapshotTransactionID: snapshot),
+                               textFooter: Format.listed(listing.count, truncated: truncated, "pin") + "; \(held) distinct chunks held")
+                return ExitStatus.ok
+            }
+        }
+    }
+}
+
 // MARK: journal
 
 struct Journal: ParsableCommand {
