@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "ShoalStore", targets: ["ShoalStore"]),
         .library(name: "ShoalNode", targets: ["ShoalNode"]),
         .library(name: "ShoalErasure", targets: ["ShoalErasure"]),
+        .library(name: "ShoalFiles", targets: ["ShoalFiles"]),
         .executable(name: "shoal", targets: ["shoal"]),
         .executable(name: "lmdb-inspect", targets: ["lmdb-inspect"]),
         .executable(name: "shoal-bench", targets: ["shoal-bench"]),
@@ -49,6 +50,8 @@ let package = Package(
         ),
         // Pure: Reed–Solomon erasure coding over GF(2^8) with ISA-L's kernels. No I/O.
         .target(name: "ShoalErasure", dependencies: ["CISAL", "Locking"]),
+        // Pure: files as chunk trees (split, read, seek, parity). No I/O.
+        .target(name: "ShoalFiles", dependencies: ["ShoalCore", "ShoalErasure"]),
         // Frames and messages: byte-exact encode/decode (NIOCore only).
         .target(
             name: "ShoalWire",
@@ -108,7 +111,9 @@ let package = Package(
         .executableTarget(
             name: "shoal-bench",
             dependencies: [
-                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire", "Locking", "ShoalErasure",
+                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire", "Locking", "ShoalErasure", "ShoalFiles",
+                // The files bench's SHA-256 floor.
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // The flood's hostile clients: the transport's own dialler, a relay that gives
                 // each client its own source address, raw writes beneath the frame codec.
@@ -139,6 +144,7 @@ let package = Package(
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "CISAL"]),
+        .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
         .testTarget(
             name: "ShoalAPITests",
