@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "ShoalCore", targets: ["ShoalCore"]),
         .library(name: "ShoalStore", targets: ["ShoalStore"]),
         .library(name: "ShoalNode", targets: ["ShoalNode"]),
+        .library(name: "ShoalErasure", targets: ["ShoalErasure"]),
+        .library(name: "ShoalFiles", targets: ["ShoalFiles"]),
         .executable(name: "shoal", targets: ["shoal"]),
         .executable(name: "lmdb-inspect", targets: ["lmdb-inspect"]),
         .executable(name: "shoal-bench", targets: ["shoal-bench"]),
@@ -31,6 +33,12 @@ let package = Package(
             pkgConfig: "lmdb",
             providers: [.apt(["liblmdb-dev"])]
         ),
+        // Debian's libisal-dev (Intel ISA-L), found through its libisal.pc: Reed–Solomon kernels.
+        .systemLibrary(
+            name: "CISAL",
+            pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"])]
+        ),
         // The project's lock: a value behind a pthread mutex (ThreadSanitizer sees it; decision 0014).
         .target(name: "Locking"),
         // A small synchronous wrapper: environments, closure-scoped transactions, tables, cursors.
@@ -40,6 +48,10 @@ let package = Package(
             name: "ShoalCore",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Pure: Reed–Solomon erasure coding over GF(2^8) with ISA-L's kernels. No I/O.
+        .target(name: "ShoalErasure", dependencies: ["CISAL", "Locking"]),
+        // Pure: files as chunk trees (split, read, seek, parity). No I/O.
+        .target(name: "ShoalFiles", dependencies: ["ShoalCore", "ShoalErasure"]),
         // Frames and messages: byte-exact encode/decode (NIOCore only).
         .target(
             name: "ShoalWire",
@@ -99,7 +111,9 @@ let package = Package(
         .executableTarget(
             name: "shoal-bench",
             dependencies: [
-                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire", "Locking",
+                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire", "Locking", "ShoalErasure", "ShoalFiles",
+                // The files bench's SHA-256 floor.
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // The flood's hostile clients: the transport's own dialler, a relay that gives
                 // each client its own source address, raw writes beneath the frame codec.
@@ -129,6 +143,8 @@ let package = Package(
             exclude: ["Corpus"]
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
+        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "CISAL"]),
+        .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
         .testTarget(
             name: "ShoalAPITests",
