@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        // Header names of our own (`Shoal-Pin`…); Hummingbird builds on it already.
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // Debian's liblmdb-dev, found through its lmdb.pc.
@@ -79,7 +81,8 @@ let package = Package(
         .target(
             name: "ShoalAPI",
             dependencies: [
-                "ShoalNode", "ShoalCore", "ShoalStore",
+                "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "Locking",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 // The pipeline pieces under Hummingbird's HTTP/1 channel (`MalformedRequestHandler`).
@@ -149,7 +152,8 @@ let package = Package(
         .testTarget(
             name: "ShoalAPITests",
             dependencies: [
-                "ShoalAPI", "ShoalNode", "ShoalCore", "shoal", "Locking",
+                "ShoalAPI", "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "shoal", "Locking",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
