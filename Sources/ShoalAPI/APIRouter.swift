@@ -87,6 +87,7 @@ public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, tags
         }
         return try JSONBody.response(["status": "ready"], status: .ok)
     }
+    addFileRoutes(to: router, node: node, tags: tags)
     return router
 }
 
