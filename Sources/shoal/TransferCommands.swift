@@ -128,7 +128,9 @@ struct DownloadCommand: ParsableCommand {
     @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write to this file (- or none: stdout).", valueName: "file"))
     var output: String?
 
-    @Option(help: ArgumentHelp("Only bytes a to b, inclusive: a-b, a- (to the end) or -n (the last n).", valueName: "a-b"))
+    /// `.unconditional`: `--range -100` (the last 100 bytes) is a value, not an unknown flag.
+    @Option(parsing: .unconditional,
+            help: ArgumentHelp("Only bytes a to b, inclusive: a-b, a- (to the end) or -n (the last n).", valueName: "a-b"))
     var range: ByteRange?
 
     @Flag(help: "Only what the node holds itself: fail at once on a missing chunk instead of waiting for it.")
