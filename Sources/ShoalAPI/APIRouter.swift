@@ -44,6 +44,7 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | `GET /chunks/{address}` | 200 with span ‖ payload (`application/octet-stream`), 404 when absent |
 /// | `GET /status` | `NodeStatus` |
 /// | `GET /peers` | `[PeerStatus]` |
+/// | `GET /metrics` | Prometheus text of `metrics` (one `ShoalMetrics` per router unless given) |
 ///
 /// Every error is JSON `{"error": {"code", "message"}}` (`APIError`); served by
 /// `makeAPIApplication`, so are the answers to requests that never reach this router (the HTTP
@@ -53,10 +54,12 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// Requests are logged at `debug` (`GET /status 200 0.4 ms`), failures with a 5xx at `error`,
 /// both through `log`, which keeps a flood of them to a few lines and a summary. Without one,
 /// a log of its own is made (its summaries then come as further lines arrive).
-public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil) -> Router<APIRequestContext> {
+public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, metrics: ShoalMetrics? = nil) -> Router<APIRequestContext> {
     let log = log ?? ThrottledLog(logger: Logger(label: "shoal.api"))
+    let metrics = metrics ?? ShoalMetrics()
     let router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
-    // First, so that it wraps every route and the router's own "not found".
+    // First, so that they wrap every route and the router's own "not found".
+    router.add(middleware: APIMetricsMiddleware(metrics: metrics))
     router.add(middleware: APIAccessLogMiddleware(log: log))
     router.add(middleware: APIErrorMiddleware(log: log))
 
@@ -72,6 +75,7 @@ public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil) -> R
     router.get("/peers") { _, _ in
         try JSONBody.response(await node.peers(), status: .ok)
     }
+    addMonitoringRoutes(to: router, node: node, metrics: metrics)
     return router
 }
 
