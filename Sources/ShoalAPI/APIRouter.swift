@@ -45,6 +45,7 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | `GET /status` | `NodeStatus` |
 /// | `GET /peers` | `[PeerStatus]` |
 /// | `GET /metrics` | Prometheus text of `metrics` (one `ShoalMetrics` per router unless given) |
+/// | `GET /` | the status page (`StatusPage`) |
 ///
 /// Every error is JSON `{"error": {"code", "message"}}` (`APIError`); served by
 /// `makeAPIApplication`, so are the answers to requests that never reach this router (the HTTP

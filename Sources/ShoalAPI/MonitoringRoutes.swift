@@ -1,6 +1,6 @@
 import Hummingbird
 
-/// `GET /metrics` (Prometheus text), added by `makeRouter`.
+/// `GET /metrics` (Prometheus text) and `GET /` (the status page), added by `makeRouter`.
 ///
 /// `/metrics` reads the node's figures (`NodeStatus`, the peers' sync streams) at the moment it
 /// is scraped, then answers with the whole registry of `metrics`. A node whose status cannot be
@@ -15,5 +15,8 @@ func addMonitoringRoutes(to router: Router<APIRequestContext>, node: some NodeAP
         buffer.writeBytes(text)
         return Response(status: .ok, headers: [.contentType: ShoalMetrics.contentType, .cacheControl: "no-store"],
                         body: ResponseBody(byteBuffer: buffer))
+    }
+    router.get("/") { _, _ in
+        StatusPage.response()
     }
 }
