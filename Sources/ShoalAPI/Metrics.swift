@@ -44,7 +44,7 @@ public final class ShoalMetrics: Sendable {
     private let requestSeries: Locked<[RequestKey: RequestSeries]>
 
     // Read from the node at scrape time.
-    private let nodeInfoMarks: Locked<[String: Prometheus.Gauge]>
+    private let nodeInfoSeries: Locked<[String: Prometheus.Gauge]>
     private let storeChunks: Prometheus.Gauge
     private let binChunks: [Prometheus.Gauge]
     private let storageRadius: Prometheus.Gauge
@@ -62,28 +62,34 @@ public final class ShoalMetrics: Sendable {
         let registry = PrometheusCollectorRegistry()
         self.registry = registry
         factory = PrometheusMetricsFactory(registry: registry)
+        let counter = { (name: String, help: String) in registry.makeCounter(descriptor: .shoal(name, help)) }
+        let gauge = { (name: String, help: String) in registry.makeGauge(descriptor: .shoal(name, help)) }
 
-        uploadedBytes = registry.makeCounter(descriptor: .shoal("shoal_api_upload_bytes_total", "File bytes received by POST /bytes and stored."))
-        downloadedBytes = registry.makeCounter(descriptor: .shoal("shoal_api_download_bytes_total", "File bytes sent by GET /bytes."))
-        uploadedFiles = registry.makeCounter(descriptor: .shoal("shoal_api_files_uploaded_total", "Files whose upload completed (a root reference was returned)."))
-        downloadedFiles = registry.makeCounter(descriptor: .shoal("shoal_api_files_downloaded_total", "File downloads (whole files or ranges) sent to the end."))
-        missingChunks = registry.makeCounter(descriptor: .shoal("shoal_retrieval_chunks_missing_total", "Chunks a file read could neither get nor rebuild."))
-        rebuiltChunks = registry.makeCounter(descriptor: .shoal("shoal_retrieval_chunks_reconstructed_total", "Chunks a file read rebuilt from parity."))
+        uploadedBytes = counter("shoal_api_upload_bytes_total", "File bytes received by POST /bytes and stored.")
+        downloadedBytes = counter("shoal_api_download_bytes_total", "File bytes sent by GET /bytes.")
+        uploadedFiles = counter(
+            "shoal_api_files_uploaded_total", "Files whose upload completed (a root reference was returned).")
+        downloadedFiles = counter(
+            "shoal_api_files_downloaded_total", "File downloads (whole files or ranges) sent to the end.")
+        missingChunks = counter("shoal_retrieval_chunks_missing_total", "Chunks a file read could neither get nor rebuild.")
+        rebuiltChunks = counter("shoal_retrieval_chunks_reconstructed_total", "Chunks a file read rebuilt from parity.")
         requestSeries = Locked([:])
 
-        nodeInfoMarks = Locked([:])
-        storeChunks = registry.makeGauge(descriptor: .shoal("shoal_store_chunks", "Chunks in the local store."))
+        nodeInfoSeries = Locked([:])
+        storeChunks = gauge("shoal_store_chunks", "Chunks in the local store.")
         binChunks = (0..<Proximity.binCount).map {
-            registry.makeGauge(descriptor: .shoal("shoal_store_bin_chunks", "Chunks in the local store per bin (proximity order to the node's overlay)."), labels: [("bin", String($0))])
+            registry.makeGauge(
+                descriptor: .shoal("shoal_store_bin_chunks", "Chunks in the local store per bin (proximity order to the node's overlay)."),
+                labels: [("bin", String($0))])
         }
-        storageRadius = registry.makeGauge(descriptor: .shoal("shoal_storage_radius", "The store's radius: bins below it were evicted for capacity."))
-        peers = registry.makeGauge(descriptor: .shoal("shoal_peers", "Connected peers (sessions past the handshake)."))
-        outbound = registry.makeGauge(descriptor: .shoal("shoal_connections_outbound", "Connected peers this node dialled."))
-        inbound = registry.makeGauge(descriptor: .shoal("shoal_connections_inbound", "Inbound connections open now (handshaking included)."))
-        handshaking = registry.makeGauge(descriptor: .shoal("shoal_connections_handshaking", "Inbound connections still in their handshake."))
-        penalized = registry.makeGauge(descriptor: .shoal("shoal_inbound_penalized_addresses", "Addresses in the penalty box now."))
-        syncStreams = registry.makeGauge(descriptor: .shoal("shoal_sync_streams", "Pull-sync streams (one per connected peer and bin)."))
-        syncStreamsHistoryDone = registry.makeGauge(descriptor: .shoal("shoal_sync_streams_history_done", "Pull-sync streams whose history part is synced."))
+        storageRadius = gauge("shoal_storage_radius", "The store's radius: bins below it were evicted for capacity.")
+        peers = gauge("shoal_peers", "Connected peers (sessions past the handshake).")
+        outbound = gauge("shoal_connections_outbound", "Connected peers this node dialled.")
+        inbound = gauge("shoal_connections_inbound", "Inbound connections open now (handshaking included).")
+        handshaking = gauge("shoal_connections_handshaking", "Inbound connections still in their handshake.")
+        penalized = gauge("shoal_inbound_penalized_addresses", "Addresses in the penalty box now.")
+        syncStreams = gauge("shoal_sync_streams", "Pull-sync streams (one per connected peer and bin).")
+        syncStreamsHistoryDone = gauge("shoal_sync_streams_history_done", "Pull-sync streams whose history part is synced.")
         mirrored = Locked([:])
         // Made now, so that a scrape shows every node counter (at 0) before the first event.
         mirrored.withLock { counters in
@@ -167,7 +173,7 @@ public final class ShoalMetrics: Sendable {
     /// with a new identity, which is a new node).
     private func nodeInfo(overlay: String, networkID: UInt64) {
         let key = "\(overlay)/\(networkID)"
-        nodeInfoMarks.withLock { marks in
+        nodeInfoSeries.withLock { marks in
             guard marks[key] == nil else { return }
             for (_, old) in marks { registry.unregisterGauge(old) }
             marks.removeAll()

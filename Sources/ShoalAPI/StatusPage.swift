@@ -9,7 +9,7 @@ import Hummingbird
 ///
 /// Every figure is an element with a `data-field` naming where it comes from: the key path in
 /// `/status` (`chunks`, `storageRadius`, `connections.outbound`, `bins.7.chunks`), `peer.<overlay>.…`
-/// for a row of `/peers`, `tag.<uid>.…` for a row of `/tags`, and `page.polls` / `page.state`
+/// for a row of `/peers`, `tag.<uid>.…` for a row of `/tags`, and `page.state`, `page.polls`, `page.failures`
 /// for the page itself. `Docs/Monitoring.md` lists them; the browser test reads them.
 enum StatusPage {
     /// What the page may load: only itself and this origin's JSON. Enforced by the browser, so
