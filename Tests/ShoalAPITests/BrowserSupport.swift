@@ -17,7 +17,7 @@ enum Chromium {
     static var path: String? {
         let environment = ProcessInfo.processInfo.environment
         if let named = environment["SHOAL_CHROMIUM"], FileManager.default.isExecutableFile(atPath: named) { return named }
-        let directories = (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") + ["/usr/bin"]
+        let directories = (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
         for directory in directories {
             for name in ["chromium", "chromium-browser"] {
                 let candidate = "\(directory)/\(name)"
