@@ -6,7 +6,7 @@ import Testing
 struct RoundTripTests {
     /// Swarm's splits per 128-reference intermediate (medium, strong, insane, paranoid) and
     /// small shapes, each at the 4104-byte shard of a serialized chunk.
-    @Test(arguments: [(119, 9), (107, 21), (97, 31), (37, 89), (1, 1), (2, 1), (3, 2), (16, 4), (10, 0)])
+    @Test(arguments: [(119, 9), (107, 21), (97, 31), (37, 89), (1, 1), (2, 1), (3, 2), (16, 4), (10, 0), (255, 1), (128, 128), (1, 255)])
     func worstCaseLossIsRepaired(k: Int, m: Int) throws {
         var random = SplitMix64(seed: UInt64(k * 1000 + m))
         let code = try ReedSolomon(dataShards: k, parityShards: m)
