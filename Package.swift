@@ -153,7 +153,7 @@ let package = Package(
             exclude: ["Corpus"]
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
-        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "CISAL"]),
+        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "ShoalCore"]),
         .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
         .testTarget(
