@@ -19,6 +19,8 @@ struct FilesBench: AsyncParsableCommand {
     var levels: String = "none"
     @Option(help: "Rounds; each figure is the median.") var rounds: Int = 3
     @Option(help: "Leaves the join requests ahead.") var prefetch: Int = 64
+    @Option(help: "Also join with this percentage of the chunks (all but the root) lost at random: the rebuild path (levels with parity).")
+    var lose: Double = 0
     @Option var seed: UInt64 = 1
 
     /// What the split is fed in each call.
@@ -33,6 +35,9 @@ struct FilesBench: AsyncParsableCommand {
         var splitSeconds = [RedundancyLevel: [Double]]()
         var joinSeconds = [RedundancyLevel: [Double]]()
         var chunkCounts = [RedundancyLevel: Int]()
+        var lossySeconds = [RedundancyLevel: [Double]]()
+        var lostCounts = [RedundancyLevel: Int]()
+        var lossyFailures = [RedundancyLevel: Int]()
         for round in 1...max(1, rounds) {
             hashSeconds.append(hashPass(total: total))
             for level in chosen {
@@ -40,6 +45,17 @@ struct FilesBench: AsyncParsableCommand {
                 splitSeconds[level, default: []].append(seconds)
                 chunkCounts[level] = source.chunks.count
                 joinSeconds[level, default: []].append(try await joinPass(root: root, source: source, total: total))
+                if lose > 0 && level != .none {
+                    let (lossy, lost) = losing(lose, of: source, keeping: root, round: round)
+                    lostCounts[level] = lost
+                    do {
+                        lossySeconds[level, default: []].append(try await joinPass(root: root, source: lossy, total: total))
+                    } catch let error as FileError {
+                        // More children of some intermediate lost than its parity covers.
+                        Output.note("round \(round) \(level) with \(lost) chunks lost: \(error)")
+                        lossyFailures[level, default: 0] += 1
+                    }
+                }
                 Output.note("round \(round) \(level): split \(ResultLine.format(seconds)) s, join \(ResultLine.format(joinSeconds[level]!.last!)) s")
             }
         }
@@ -55,6 +71,17 @@ struct FilesBench: AsyncParsableCommand {
                 line.add("chunks", chunkCounts[level] ?? 0)
                 line.add("rounds", seconds.count)
                 if name == "files-join" { line.add("prefetch", prefetch) }
+                line.emit()
+            }
+            if lose > 0 && level != .none {
+                let seconds = lossySeconds[level] ?? []
+                var line = ResultLine("files-join-lossy")
+                line.add("level", "\(level)")
+                line.throughput(bytes: seconds.isEmpty ? 0 : total, seconds: seconds.isEmpty ? 0 : median(seconds))
+                line.add("failed_rounds", lossyFailures[level] ?? 0)
+                line.add("lost_percent", lose)
+                line.add("lost_chunks", lostCounts[level] ?? 0)
+                line.add("rounds", seconds.count)
                 line.emit()
             }
         }
@@ -102,6 +129,18 @@ struct FilesBench: AsyncParsableCommand {
         for chunk in chunks { source.chunks[chunk.address] = chunk }
         guard size == UInt64(total) else { throw BenchError("split \(size) bytes of \(total)") }
         return (seconds, source, root)
+    }
+
+    /// A copy of `source` without `percent` % of its chunks (never the root), chosen at random.
+    func losing(_ percent: Double, of source: MemoryChunks, keeping root: ChunkAddress, round: Int) -> (MemoryChunks, Int) {
+        var rng = SplitMix64(seed: seed &+ UInt64(round))
+        var lossy = source
+        var lost = 0
+        for address in source.chunks.keys.sorted() where address != root && Double(rng.next() % 1_000_000) < percent * 10_000 {
+            lossy.chunks[address] = nil
+            lost += 1
+        }
+        return (lossy, lost)
     }
 
     /// Reads the whole file back and checks each piece of it against the bytes split.
