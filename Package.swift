@@ -178,6 +178,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The terminal client: progress formatting, the blocking HTTP client against a real
+        // local server, and the `shoal` binary as a process (usage errors, exit statuses).
+        .testTarget(
+            name: "ShoalCLITests",
+            dependencies: [
+                "shoal", "ShoalAPI", "ShoalCore", "Locking",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]
+        ),
         // Runs the built executables as real processes (the inspector, the crash loop).
         .testTarget(
             name: "ToolTests",
