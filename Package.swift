@@ -27,6 +27,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         // Header names of our own (`Shoal-Pin`…); Hummingbird builds on it already.
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        // `GET /metrics`: a Prometheus registry per API instance (never the global `MetricsSystem`).
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // Debian's liblmdb-dev, found through its lmdb.pc.
@@ -89,6 +92,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                // `ShoalMetrics`: its own registry, and a swift-metrics factory over it.
+                "Locking",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         // `shoal start`: the daemon.
@@ -146,7 +153,7 @@ let package = Package(
             exclude: ["Corpus"]
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
-        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "CISAL"]),
+        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "ShoalCore"]),
         .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
         .testTarget(
@@ -157,6 +164,8 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                // A swift-metrics counter made through `ShoalMetrics.factory`.
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .testTarget(

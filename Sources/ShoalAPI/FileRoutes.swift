@@ -95,12 +95,12 @@ public struct StewardshipResponse: Codable, Sendable, Equatable {
 /// | `GET /stewardship/{ref}` | whether every chunk is here or rebuildable |
 /// | `PUT /stewardship/{ref}` | rebuilds from parity and stores what is missing here |
 /// | `POST /tags`, `GET /tags`, `GET /tags/{uid}`, `DELETE /tags/{uid}` | upload progress |
-func addFileRoutes(to router: Router<APIRequestContext>, node: some NodeAPIBacking, tags: UploadTags) {
+func addFileRoutes(to router: Router<APIRequestContext>, node: some NodeAPIBacking, tags: UploadTags, metrics: ShoalMetrics) {
     router.post("/bytes") { request, _ in
-        try await uploadBytes(request, node: node, tags: tags)
+        try await uploadBytes(request, node: node, tags: tags, metrics: metrics)
     }
     router.get("/bytes/:reference") { request, context in
-        try await downloadBytes(request, context: context, node: node)
+        try await downloadBytes(request, context: context, node: node, metrics: metrics)
     }
     router.post("/pins/:reference") { _, context in
         try await pin(try reference(context), node: node)
@@ -124,7 +124,7 @@ func addFileRoutes(to router: Router<APIRequestContext>, node: some NodeAPIBacki
         try JSONBody.response(try await stewardship(try reference(context), node: node), status: .ok)
     }
     router.put("/stewardship/:reference") { _, context in
-        try JSONBody.response(try await repair(try reference(context), node: node), status: .ok)
+        try JSONBody.response(try await repair(try reference(context), node: node, metrics: metrics), status: .ok)
     }
     router.post("/tags") { _, _ in
         guard let tag = tags.make() else {
@@ -173,7 +173,7 @@ private func flag(_ request: Request, _ name: String) throws -> Bool {
 
 // MARK: Upload
 
-private func uploadBytes(_ request: Request, node: some NodeAPIBacking, tags: UploadTags) async throws -> Response {
+private func uploadBytes(_ request: Request, node: some NodeAPIBacking, tags: UploadTags, metrics: ShoalMetrics) async throws -> Response {
     var redundancy = RedundancyLevel.none
     if let text = FileHeaders.value(request, FileHeaders.redundancyLevel) {
         guard let level = RedundancyLevel(name: text.lowercased()) else {
@@ -203,9 +203,11 @@ private func uploadBytes(_ request: Request, node: some NodeAPIBacking, tags: Up
     do {
         for try await buffer in request.body {
             try await upload.append(buffer)
+            metrics.uploadBytes(buffer.readableBytes)
         }
         let (root, size, chunks) = try await upload.finish(pin: pin)
         tags.update(tag.uid) { $0.reference = root.hex; $0.done = true }
+        metrics.filesUploaded()
         return try JSONBody.response(
             BytesUploadResponse(reference: root.hex, size: size, chunks: chunks, pinned: pin, tag: tag.uid),
             status: .created, headers: [.location: "/bytes/\(root.hex)"])
@@ -316,7 +318,8 @@ struct NodeChunkSource<Node: NodeAPIBacking>: ChunkSource {
     }
 }
 
-private func downloadBytes(_ request: Request, context: APIRequestContext, node: some NodeAPIBacking) async throws -> Response {
+private func downloadBytes(_ request: Request, context: APIRequestContext, node: some NodeAPIBacking,
+                           metrics: ShoalMetrics) async throws -> Response {
     let root = try reference(context)
     let local = try flag(request, FileHeaders.local) || ["true", "1"].contains(request.uri.queryParameters.get("local") ?? "")
     var waitSeconds = FileLimits.waitSecondsDefault
@@ -359,12 +362,19 @@ private func downloadBytes(_ request: Request, context: APIRequestContext, node:
     // Content-Length: the client sees a truncated body, never wrong bytes.
     let body = ResponseBody(contentLength: Int(length)) { writer in
         let allocator = ByteBufferAllocator()
-        for try await piece in pieces {
-            var buffer = allocator.buffer(capacity: piece.count)
-            buffer.writeBytes(piece)
-            try await writer.write(buffer)
+        do {
+            for try await piece in pieces {
+                var buffer = allocator.buffer(capacity: piece.count)
+                buffer.writeBytes(piece)
+                try await writer.write(buffer)
+                metrics.downloadBytes(piece.count)
+            }
+        } catch let error as FileError {
+            if case .missing = error { metrics.retrievalChunksMissing() }
+            throw error
         }
         try await writer.finish(nil)
+        metrics.filesDownloaded()
     }
     return Response(status: status, headers: headers, body: body)
 }
@@ -464,11 +474,13 @@ private func stewardship(_ root: ChunkAddress, node: some NodeAPIBacking) async 
 }
 
 /// Rebuilds what parity allows and stores it, one batch per intermediate.
-private func repair(_ root: ChunkAddress, node: some NodeAPIBacking) async throws -> RepairResponse {
+private func repair(_ root: ChunkAddress, node: some NodeAPIBacking, metrics: ShoalMetrics) async throws -> RepairResponse {
     let reader = try await FileReader.open(root: root, source: NodeChunkSource(node: node, wait: nil))
     let outcome = try await reader.rebuildMissing(
         isPresent: { address in try node.readStore { try $0.has(address) } },
         store: { chunks in _ = try await node.apply(StoreBatch(chunks: chunks)) })
+    metrics.retrievalChunksReconstructed(outcome.rebuilt)
+    metrics.retrievalChunksMissing(outcome.lost.count)
     return RepairResponse(reference: root.hex, rebuilt: outcome.rebuilt, missing: outcome.lost.count,
                           isRetrievable: outcome.lost.isEmpty)
 }

@@ -47,7 +47,9 @@ final class DecodePlan: Sendable {
     let survivors: [Int]
     /// The data shard indices rebuilt, ascending.
     let lost: [Int]
-    /// `ec_init_tables(k, lost.count, …)`: row r rebuilds `lost[r]` from `survivors`.
+    /// lost.count × k, row-major: row r gives `lost[r]` as a combination of `survivors`.
+    let matrix: [UInt8]
+    /// `ec_init_tables(k, lost.count, matrix)`: the expanded form the kernel reads.
     let tables: [UInt8]
 
     /// The plan for `present` (which must hold at least k shards of the code).
@@ -72,6 +74,7 @@ final class DecodePlan: Sendable {
         survivors = presentData + parityUsed
         self.lost = lost
         var tables = [UInt8](repeating: 0, count: 32 * k * e)
+        var decode = [UInt8](repeating: 0, count: e * k)
         if e > 0 {
             var block = [UInt8](repeating: 0, count: e * e)
             for (i, p) in parityUsed.enumerated() {
@@ -83,7 +86,6 @@ final class DecodePlan: Sendable {
             }
             guard rc == 0 else { throw .singularMatrix }
             // Row a of the decode matrix: coefficients over `survivors` for lost shard lost[a].
-            var decode = [UInt8](repeating: 0, count: e * k)
             for a in 0..<e {
                 for (column, r) in presentData.enumerated() {
                     var sum: UInt8 = 0
@@ -98,10 +100,11 @@ final class DecodePlan: Sendable {
                 }
             }
         }
+        matrix = decode
         self.tables = tables
     }
 
-    var bytes: Int { tables.count + 8 * (survivors.count + lost.count) }
+    var bytes: Int { tables.count + matrix.count + 8 * (survivors.count + lost.count) }
 }
 
 /// The process-wide table caches, bounded by bytes, safe to use from any thread.

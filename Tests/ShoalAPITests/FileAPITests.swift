@@ -345,3 +345,49 @@ func expectStoreClean(_ node: Node, sourceLocation: SourceLocation = #_sourceLoc
     let report = try node.store.verify()
     #expect(report.problems == [], "verify found: \(report.problems.prefix(5))", sourceLocation: sourceLocation)
 }
+
+/// Uploads that end badly, over a real socket.
+struct TruncatedUploadTests {
+    /// Sends `head` and `body`, then closes the connection without waiting for an answer.
+    static func sendAndHangUp(port: Int, _ bytes: [UInt8]) async throws {
+        try await RawHTTP.onOwnThread {
+            let fd = try RawHTTP.connectedSocket(port: port)
+            defer { close(fd) }
+            var sent = 0
+            while sent < bytes.count {
+                let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+                guard n > 0 else { break }
+                sent += n
+            }
+        }
+    }
+
+    @Test func anUploadCutShortIsNeitherReferencedNorPinnedAndTheStoreStaysClean() async throws {
+        try await withTestNode { node in
+            try await withLiveAPI(node) { port in
+                // Declares 2 MB, sends 600 kB, hangs up.
+                let head = "POST /bytes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000000\r\nShoal-Pin: true\r\n\r\n"
+                try await Self.sendAndHangUp(port: port, Array(head.utf8) + fileBytes(600_000, seed: 71))
+                // Chunked, and the last chunk never comes.
+                var chunked = Array("POST /bytes HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nShoal-Pin: true\r\n\r\n".utf8)
+                chunked += Array("10000\r\n".utf8) + fileBytes(0x10000, seed: 72) + [13, 10]
+                try await Self.sendAndHangUp(port: port, chunked)
+
+                // Both uploads end as failed tags, bounded.
+                var tags: [UploadTags.Tag] = []
+                for _ in 0..<300 {
+                    let answer = try await RawHTTP.get(port: port, path: "/tags")
+                    tags = try JSONDecoder().decode([String: [UploadTags.Tag]].self, from: Data(answer.body))["tags"] ?? []
+                    if tags.count == 2, tags.allSatisfy({ $0.failed != nil }) { break }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(tags.count == 2)
+                #expect(tags.allSatisfy { $0.failed != nil && !$0.done && $0.reference == nil }, "\(tags)")
+                let pins = try await RawHTTP.get(port: port, path: "/pins")
+                #expect(String(decoding: pins.body, as: UTF8.self).contains(#""references":[]"#))
+            }
+            #expect(try node.store.read { try $0.pins() }.isEmpty)
+            try expectStoreClean(node)
+        }
+    }
+}
