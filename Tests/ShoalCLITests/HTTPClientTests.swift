@@ -13,7 +13,9 @@ struct HTTPClientTests {
         var contentLength: String
     }
 
-    static func client(_ port: Int, timeoutSeconds: Int = 10) -> HTTPClient {
+    /// Generous by default: in a loaded full run the fixture server's handlers (on the
+    /// cooperative pool) can wait many seconds for a thread.
+    static func client(_ port: Int, timeoutSeconds: Int = 60) -> HTTPClient {
         HTTPClient(address: HostPort(host: "127.0.0.1", port: port), idleTimeoutSeconds: timeoutSeconds)
     }
 
