@@ -102,6 +102,7 @@ actor Joiner {
             let lower = Int(max(range.lowerBound, start) - start)
             let upper = Int(min(range.upperBound, start + node.childSpan(index)) - start)
             window.append(Task {
+                try Task.checkCancellation()
                 let leaf = try await fetcher.leaf(of: node, index: index)
                 return lower == 0 && upper == leaf.payload.count ? leaf.payload : Array(leaf.payload[lower..<upper])
             })
