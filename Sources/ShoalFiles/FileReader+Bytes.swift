@@ -13,7 +13,8 @@ extension FileReader {
     /// At most `prefetch` (clamped to 1…`prefetchMax`) leaves are requested ahead of the bytes
     /// handed out, and the stream is pulled: nothing is fetched beyond that window until the
     /// consumer asks for more, so what is held is bounded by the window and the path of
-    /// intermediates (the tree's height), never the file. Fails with a `FileError` on a chunk it can neither get nor rebuild.
+    /// intermediates (the tree's height), never the file. Fails with a `FileError` on a chunk it
+    /// can neither get nor rebuild.
     public func bytes(_ range: Range<UInt64>? = nil, prefetch: Int = 64) -> AsyncThrowingStream<[UInt8], Error> {
         let window = min(max(1, prefetch), FileReader.prefetchMax)
         let joiner = Joiner(reader: self, range: range ?? 0..<size, window: window)
@@ -102,6 +103,7 @@ actor Joiner {
             let lower = Int(max(range.lowerBound, start) - start)
             let upper = Int(min(range.upperBound, start + node.childSpan(index)) - start)
             window.append(Task {
+                try Task.checkCancellation()
                 let leaf = try await fetcher.leaf(of: node, index: index)
                 return lower == 0 && upper == leaf.payload.count ? leaf.payload : Array(leaf.payload[lower..<upper])
             })

@@ -67,4 +67,29 @@ import Testing
         // The root, the second intermediate, one leaf.
         #expect(await source.requests == 3)
     }
+
+    @Test("a stream dropped after its first piece stops asking the source")
+    func droppedEarly() async throws {
+        let source = CountingSource(Self.file.source)
+        let reader = try await FileReader.open(root: Self.file.root, source: source)
+        var first = [UInt8]()
+        for try await piece in reader.bytes(prefetch: 4) {
+            first = piece
+            break
+        }
+        #expect(first == Array(Self.bytes[0..<first.count]))
+        let asked = await source.requests
+        try await Task.sleep(for: .milliseconds(50))
+        // At most the window's fetches, already started, still reach the source; the file has 520 leaves.
+        #expect(await source.requests <= asked + 4)
+        #expect(asked < 40)
+    }
+
+    @Test("the empty file has no byte 0")
+    func emptyFileRange() async throws {
+        let file = try split([])
+        let reader = try await FileReader.open(root: file.root, source: file.source)
+        let failure = await error { _ = try await read(reader, 0..<1) }
+        #expect(failure as? FileError == .rangeNotSatisfiable(0..<1, size: 0))
+    }
 }
