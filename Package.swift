@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "ShoalCore", targets: ["ShoalCore"]),
         .library(name: "ShoalStore", targets: ["ShoalStore"]),
         .library(name: "ShoalNode", targets: ["ShoalNode"]),
+        .library(name: "ShoalErasure", targets: ["ShoalErasure"]),
+        .library(name: "ShoalFiles", targets: ["ShoalFiles"]),
         .executable(name: "shoal", targets: ["shoal"]),
         .executable(name: "lmdb-inspect", targets: ["lmdb-inspect"]),
         .executable(name: "shoal-bench", targets: ["shoal-bench"]),
@@ -23,6 +25,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        // Header names of our own (`Shoal-Pin`…); Hummingbird builds on it already.
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        // `GET /metrics`: a Prometheus registry per API instance (never the global `MetricsSystem`).
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // Debian's liblmdb-dev, found through its lmdb.pc.
@@ -30,6 +37,12 @@ let package = Package(
             name: "CLMDB",
             pkgConfig: "lmdb",
             providers: [.apt(["liblmdb-dev"])]
+        ),
+        // Debian's libisal-dev (Intel ISA-L), found through its libisal.pc: Reed–Solomon kernels.
+        .systemLibrary(
+            name: "CISAL",
+            pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"])]
         ),
         // The project's lock: a value behind a pthread mutex (ThreadSanitizer sees it; decision 0014).
         .target(name: "Locking"),
@@ -40,6 +53,10 @@ let package = Package(
             name: "ShoalCore",
             dependencies: [.product(name: "Crypto", package: "swift-crypto")]
         ),
+        // Pure: Reed–Solomon erasure coding over GF(2^8) with ISA-L's kernels. No I/O.
+        .target(name: "ShoalErasure", dependencies: ["CISAL", "Locking"]),
+        // Pure: files as chunk trees (split, read, seek, parity). No I/O.
+        .target(name: "ShoalFiles", dependencies: ["ShoalCore", "ShoalErasure"]),
         // Frames and messages: byte-exact encode/decode (NIOCore only).
         .target(
             name: "ShoalWire",
@@ -67,13 +84,18 @@ let package = Package(
         .target(
             name: "ShoalAPI",
             dependencies: [
-                "ShoalNode", "ShoalCore", "ShoalStore",
+                "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "Locking",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 // The pipeline pieces under Hummingbird's HTTP/1 channel (`MalformedRequestHandler`).
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                // `ShoalMetrics`: its own registry, and a swift-metrics factory over it.
+                "Locking",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         // `shoal start`: the daemon.
@@ -99,7 +121,9 @@ let package = Package(
         .executableTarget(
             name: "shoal-bench",
             dependencies: [
-                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire", "Locking",
+                "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire", "Locking", "ShoalErasure", "ShoalFiles",
+                // The files bench's SHA-256 floor.
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // The flood's hostile clients: the transport's own dialler, a relay that gives
                 // each client its own source address, raw writes beneath the frame codec.
@@ -131,14 +155,19 @@ let package = Package(
             exclude: ["Corpus"]
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
+        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "CISAL"]),
+        .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
         .testTarget(
             name: "ShoalAPITests",
             dependencies: [
-                "ShoalAPI", "ShoalNode", "ShoalCore", "shoal", "Locking",
+                "ShoalAPI", "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "shoal", "Locking",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                // A swift-metrics counter made through `ShoalMetrics.factory`.
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .testTarget(

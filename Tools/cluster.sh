@@ -13,6 +13,7 @@ N=${1:-3}
 
 need=()
 pkg-config --exists lmdb 2>/dev/null || need+=(liblmdb-dev)
+pkg-config --exists libisal 2>/dev/null || need+=(libisal-dev)
 command -v mdb_stat >/dev/null 2>&1 || need+=(lmdb-utils)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

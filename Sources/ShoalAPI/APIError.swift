@@ -1,6 +1,7 @@
 import Hummingbird
 import NIOHTTP1
 import ShoalCore
+import ShoalFiles
 import ShoalNode
 import ShoalStore
 
@@ -129,6 +130,16 @@ extension APIError {
             // A chunked body the parser refuses in the middle of an upload reaches the handler
             // reading it; between requests `MalformedRequestHandler` answers before the router.
             return APIError(parserError: error)
+        case let error as FileError:
+            switch error {
+            case .missing(let address):
+                return APIError(.notFound, .missingChunks,
+                                "chunk \(address.hex) of the file is neither in this store nor rebuildable from parity here")
+            case .rangeNotSatisfiable:
+                return APIError(.rangeNotSatisfiable, .rangeNotSatisfiable, error.description)
+            default:
+                return APIError(.unprocessableContent, .invalidTree, error.description)
+            }
         case let error as ChunkError:
             if case .addressMismatch = error {
                 return APIError(.internalServerError, .corruptChunk, "stored chunk is damaged: \(error)")

@@ -47,6 +47,8 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | `GET /health` | 200 `{"status": "ok", "version"}` while the process answers |
 /// | `GET /readiness` | 200 `{"status": "ready"}` once the node serves, else 503 |
 /// | files, pins, stewardship, tags | `addFileRoutes` (`Docs/API.md`) |
+/// | `GET /metrics` | Prometheus text of `metrics` (one `ShoalMetrics` per router unless given) |
+/// | `GET /` | the status page (`StatusPage`) |
 ///
 /// Every error is JSON `{"error": {"code", "message"}}` (`APIError`); served by
 /// `makeAPIApplication`, so are the answers to requests that never reach this router (the HTTP
@@ -56,11 +58,14 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// Requests are logged at `debug` (`GET /status 200 0.4 ms`), failures with a 5xx at `error`,
 /// both through `log`, which keeps a flood of them to a few lines and a summary. Without one,
 /// a log of its own is made (its summaries then come as further lines arrive).
-public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, tags: UploadTags? = nil) -> Router<APIRequestContext> {
+public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, metrics: ShoalMetrics? = nil,
+                       tags: UploadTags? = nil) -> Router<APIRequestContext> {
     let tags = tags ?? UploadTags(nowMs: { Store.wallClockMs() })
     let log = log ?? ThrottledLog(logger: Logger(label: "shoal.api"))
+    let metrics = metrics ?? ShoalMetrics()
     let router = Router(context: APIRequestContext.self, options: .autoGenerateHeadEndpoints)
-    // First, so that it wraps every route and the router's own "not found".
+    // First, so that they wrap every route and the router's own "not found".
+    router.add(middleware: APIMetricsMiddleware(metrics: metrics))
     router.add(middleware: APIAccessLogMiddleware(log: log))
     router.add(middleware: APIErrorMiddleware(log: log))
 
@@ -87,6 +92,8 @@ public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, tags
         }
         return try JSONBody.response(["status": "ready"], status: .ok)
     }
+    addFileRoutes(to: router, node: node, tags: tags, metrics: metrics)
+    addMonitoringRoutes(to: router, node: node, metrics: metrics)
     return router
 }
 

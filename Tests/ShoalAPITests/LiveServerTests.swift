@@ -53,7 +53,7 @@ struct LiveServerTests {
 
 /// Runs the API on 127.0.0.1, port 0 (a free port), for the duration of `body`, which gets the
 /// port the application reported through `onListening`.
-func withLiveAPI(_ node: Node, _ body: @Sendable (Int) async throws -> Void) async throws {
+func withLiveAPI(_ node: some NodeAPIBacking, _ body: @Sendable (Int) async throws -> Void) async throws {
     var logger = Logger(label: "shoal.api.test")
     logger.logLevel = .critical
     let recorder = PortRecorder()
