@@ -130,8 +130,6 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-                // The file bench checks what it downloads by SHA-256 as the bytes arrive.
-                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Tools/shoal-bench"
         ),

@@ -191,6 +191,8 @@ struct FileAPIBench: ParsableCommand {
         var idleLine = ResultLine("rss-idle")
         idleLine.add("kib", idle.hwm)
         idleLine.add("rss_kib", idle.rss)
+        idleLine.add("anon_kib", procStatusKiB(node.child.pid, "RssAnon") ?? -1)
+        idleLine.add("file_kib", procStatusKiB(node.child.pid, "RssFile") ?? -1)
         idleLine.emit()
 
         let upload = try FileAPIClient.upload(port: node.apiPort, file: file, deadline: deadline)
@@ -273,6 +275,9 @@ struct FileAPIBench: ParsableCommand {
         line.add("idle_kib", idle.hwm)
         if let before { line.add("before_kib", before.hwm) }
         line.add("rss_now_kib", now.rss)
+        // What the resident set is made of now: the heap and stacks, and mapped files (LMDB's map).
+        line.add("anon_now_kib", procStatusKiB(node.child.pid, "RssAnon") ?? -1)
+        line.add("file_now_kib", procStatusKiB(node.child.pid, "RssFile") ?? -1)
         line.add("file_bytes", size)
         line.emit()
     }
