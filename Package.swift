@@ -153,7 +153,7 @@ let package = Package(
             exclude: ["Corpus"]
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
-        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "CISAL"]),
+        .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "ShoalCore"]),
         .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
         .testTarget(
@@ -176,6 +176,15 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The terminal client: progress formatting, the blocking HTTP client against a real
+        // local server, and the `shoal` binary as a process (usage errors, exit statuses).
+        .testTarget(
+            name: "ShoalCLITests",
+            dependencies: [
+                "shoal", "ShoalAPI", "ShoalCore", "Locking",
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
         // Runs the built executables as real processes (the inspector, the crash loop).

@@ -3,17 +3,20 @@ import ShoalCore
 extension FileReader {
     /// Bytes in pieces of at most this many (leaves are joined up to it).
     public static let pieceBytesMax = 64 * 1024
+    /// The most leaves a stream requests ahead, whatever `prefetch` asks (4 MiB of leaves).
+    public static let prefetchMax = 1024
 
     /// The bytes of `range` (all of the file when nil; the end clamped to the file's size), in
     /// order, in pieces of at most `pieceBytesMax`. A non-empty range that starts at or past the
     /// end fails with `rangeNotSatisfiable`.
     ///
-    /// At most `prefetch` leaves are requested ahead of the bytes handed out, and the stream is
-    /// pulled: nothing is fetched beyond that window until the consumer asks for more, so what
-    /// is held is bounded by the window and the path of intermediates (the tree's height), never
-    /// the file. Fails with a `FileError` on a chunk it can neither get nor rebuild.
+    /// At most `prefetch` (clamped to 1…`prefetchMax`) leaves are requested ahead of the bytes
+    /// handed out, and the stream is pulled: nothing is fetched beyond that window until the
+    /// consumer asks for more, so what is held is bounded by the window and the path of
+    /// intermediates (the tree's height), never the file. Fails with a `FileError` on a chunk it can neither get nor rebuild.
     public func bytes(_ range: Range<UInt64>? = nil, prefetch: Int = 64) -> AsyncThrowingStream<[UInt8], Error> {
-        let joiner = Joiner(reader: self, range: range ?? 0..<size, window: max(1, prefetch))
+        let window = min(max(1, prefetch), FileReader.prefetchMax)
+        let joiner = Joiner(reader: self, range: range ?? 0..<size, window: window)
         return AsyncThrowingStream(unfolding: { try await joiner.next() })
     }
 }

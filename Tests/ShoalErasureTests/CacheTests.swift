@@ -1,3 +1,4 @@
+import ShoalCore
 import Testing
 @testable import ShoalErasure
 
@@ -31,7 +32,7 @@ struct CacheTests {
     /// would take tens of MB unbounded; the cache holds at most its bound.
     @Test func decodePlansStayWithinTheirBound() throws {
         let (k, m, size) = (37, 89, 64)
-        var random = SeededRandom(seed: 5)
+        var random = SplitMix64(seed: 5)
         let code = try ReedSolomon(dataShards: k, parityShards: m)
         let data = (0..<k).map { _ in random.bytes(size) }
         let all = data + (try code.encode(data, shardSize: size))

@@ -88,6 +88,22 @@ import Testing
         #expect(walked == file.chunks.count)
     }
 
+    @Test("5% of a strong file's chunks lost at random, the root kept: the bytes come back")
+    func fivePercentLost() async throws {
+        let bytes = randomBytes(3 * 107 * 4096 + 12_345, seed: 41)
+        let file = try split(bytes, redundancy: .strong)
+        var source = file.source
+        var rng = SplitMix64(seed: 42)
+        var lost = 0
+        for chunk in file.chunks where chunk.address != file.root && rng.next() % 100 < 5 {
+            source.chunks[chunk.address] = nil
+            lost += 1
+        }
+        #expect(lost > file.chunks.count / 40)
+        let reader = try await FileReader.open(root: file.root, source: source)
+        #expect(try await read(reader) == bytes)
+    }
+
     @Test("a child that fails its hash is rebuilt too")
     func corruptChildRebuilt() async throws {
         let bytes = randomBytes(5 * 4096, seed: 22)

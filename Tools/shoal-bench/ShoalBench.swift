@@ -10,6 +10,6 @@ struct ShoalBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shoal-bench",
         abstract: "Benchmarks and crash tests of Shoal's store.",
-        subcommands: [StoreBench.self, CrashWriter.self, CrashLoop.self, Sync2Node.self, SyncCrash.self, Flood.self,
-                      FileAPIBench.self])
+        subcommands: [StoreBench.self, CrashWriter.self, CrashLoop.self, Sync2Node.self, SyncCrash.self, Flood.self, ErasureBench.self,
+                      FilesBench.self, FileAPIBench.self])
 }
