@@ -9,7 +9,7 @@ import Testing
     static let figures = [
         "sha256sum", "file-upload", "store-put", "file-download-2seeders",
         "file-upload-median", "sha256sum-median", "store-put-median", "file-download-2seeders-median",
-        "upload-vs-sha256sum", "upload-vs-store-put",
+        "upload-vs-sha256sum", "upload-vs-store-put", "sync-2seeders", "sync-2seeders-median", "download-vs-sync-2seeders",
         "rss-idle", "file-upload-1g", "rss-upload-1g", "range-ttfb", "file-download-local-1g", "rss-download-1g",
     ]
 

@@ -20,8 +20,10 @@ struct FileAPIBench: ParsableCommand {
               store-put               `shoal-bench store` durable group-committed puts of the same number of 4 KiB chunks
               file-download-2seeders  B pulls the file from A; then C starts with --peer A --peer B; from C's spawn until
                                       GET /bytes/{ref} on C (Shoal-Wait-Seconds: 60) returned every byte, SHA-256 checked
+              sync-2seeders           D starts with --peer A --peer B and only syncs: from D's spawn until its
+                                      /status counts every chunk of the file (C first in odd rounds, D in even)
             then medians (NAME-median) and ratios of medians: upload-vs-sha256sum, upload-vs-store-put,
-            download-vs-torrent-2seeders. Then, unless --no-range, one node and a file of --range-file-bytes:
+            download-vs-torrent-2seeders, download-vs-sync-2seeders. Then, unless --no-range, one node and a file of --range-file-bytes:
               rss-idle                VmHWM of the node just started
               file-upload-1g          POST /bytes of that file
               rss-upload-1g           the node's VmHWM after the upload
@@ -146,25 +148,51 @@ struct FileAPIBench: ParsableCommand {
         try waitForChunks(b, count: held, others: [a])
         let syncSeconds = monotonicSeconds() - syncStarted
 
+        // C reads the file while it arrives; D only syncs it. They alternate who goes first,
+        // since the first warms A's and B's page cache for the second.
+        let holders = Holders(a: a, b: b, chunks: held, bSyncSeconds: syncSeconds)
+        if round % 2 == 1 {
+            try downloadOnC(round, holders: holders, file: file, reference: upload.reference, shoal: shoal, directory: directory, figures: &figures)
+            try syncOnD(round, holders: holders, size: size, shoal: shoal, directory: directory, figures: &figures)
+        } else {
+            try syncOnD(round, holders: holders, size: size, shoal: shoal, directory: directory, figures: &figures)
+            try downloadOnC(round, holders: holders, file: file, reference: upload.reference, shoal: shoal, directory: directory, figures: &figures)
+        }
+        try stopAll([b, a])
+    }
+
+    /// Two nodes that hold the file: A (it was uploaded there) and B (it pulled it from A).
+    private struct Holders {
+        let a: NodeProcess
+        let b: NodeProcess
+        let chunks: Int
+        let bSyncSeconds: Double
+    }
+
+    /// C starts with both holders as peers; from its spawn until `GET /bytes/{ref}` on it
+    /// returned every byte (it waits for what pull sync brings).
+    private func downloadOnC(_ round: Int, holders: Holders, file: RandomFile, reference: String, shoal: String,
+                             directory: String, figures: inout RoundFigures) throws {
+        let (a, b) = (holders.a, holders.b)
         let servedBefore = try (served(a), served(b))
         let cpuBefore = (a.usage().cpuSeconds, b.usage().cpuSeconds)
         let started = monotonicSeconds()
         let c = try startNode("C", shoal: shoal, directory: directory, peers: [a.listen, b.listen])
         defer { if c.child.termination == nil { c.kill() } }
         let readySeconds = monotonicSeconds() - started
-        let got = try FileAPIClient.downloadChecked(port: c.apiPort, reference: upload.reference, file: file,
+        let got = try FileAPIClient.downloadChecked(port: c.apiPort, reference: reference, file: file,
                                                     headers: ["Shoal-Wait-Seconds: 60"], deadline: deadline)
         let seconds = monotonicSeconds() - started
         let statusC = try c.getJSON("/status")
         let servedA = try served(a) - servedBefore.0, servedB = try served(b) - servedBefore.1
         var down = ResultLine("file-download-2seeders")
         down.add("round", round)
-        down.throughput(bytes: size, seconds: seconds)
+        down.throughput(bytes: file.size, seconds: seconds)
         down.add("ready_s", readySeconds)
         down.add("first_byte_s", readySeconds + got.firstByteSeconds)
-        down.add("MBps_from_ready", Double(size) / 1e6 / (seconds - readySeconds))
-        down.add("b_sync_s", syncSeconds)
-        down.add("chunks_held", held)
+        down.add("MBps_from_ready", Double(file.size) / 1e6 / (seconds - readySeconds))
+        down.add("b_sync_s", holders.bSyncSeconds)
+        down.add("chunks_held", holders.chunks)
         down.add("c_received", statusC["chunksReceived"] as? Int ?? -1)
         down.add("c_duplicate", statusC["chunksDuplicate"] as? Int ?? -1)
         down.add("served_a", servedA)
@@ -174,9 +202,27 @@ struct FileAPIBench: ParsableCommand {
         down.add("c_cpu_s", c.usage().cpuSeconds)
         down.add("c_peak_rss_kib", procStatusKiB(c.child.pid, "VmHWM") ?? -1)
         down.emit()
-        figures.download.append(Double(size) / 1e6 / seconds)
+        figures.download.append(Double(file.size) / 1e6 / seconds)
+        try stopAll([c])
+    }
 
-        try stopAll([c, b, a])
+    /// The same two sources without the reader: D only pull-syncs, so the difference to C is
+    /// what reading through `GET /bytes` while the chunks arrive costs.
+    private func syncOnD(_ round: Int, holders: Holders, size: Int, shoal: String, directory: String,
+                         figures: inout RoundFigures) throws {
+        let started = monotonicSeconds()
+        let d = try startNode("D", shoal: shoal, directory: directory, peers: [holders.a.listen, holders.b.listen])
+        defer { if d.child.termination == nil { d.kill() } }
+        try waitForChunks(d, count: holders.chunks, others: [holders.a, holders.b])
+        let seconds = monotonicSeconds() - started
+        var line = ResultLine("sync-2seeders")
+        line.add("round", round)
+        line.throughput(bytes: size, seconds: seconds)
+        line.add("d_cpu_s", d.usage().cpuSeconds)
+        line.add("d_peak_rss_kib", procStatusKiB(d.child.pid, "VmHWM") ?? -1)
+        line.emit()
+        figures.syncOnly.append(Double(size) / 1e6 / seconds)
+        try stopAll([d])
     }
 
     // MARK: Range reads and memory
@@ -335,10 +381,12 @@ struct RoundFigures {
     var storePut: [Double] = []
     var download: [Double] = []
     var torrent: [Double] = []
+    var syncOnly: [Double] = []
 
     func emitSummary() {
         for (name, values) in [("file-upload", upload), ("sha256sum", sha256sum), ("store-put", storePut),
-                               ("file-download-2seeders", download), ("torrent-2seeders", torrent)] where !values.isEmpty {
+                               ("file-download-2seeders", download), ("torrent-2seeders", torrent),
+                               ("sync-2seeders", syncOnly)] where !values.isEmpty {
             var line = ResultLine(name + "-median")
             line.add("rounds", values.count)
             line.add("MBps", median(values))
@@ -348,6 +396,7 @@ struct RoundFigures {
         Self.ratio("upload-vs-sha256sum", upload, sha256sum)
         Self.ratio("upload-vs-store-put", upload, storePut)
         Self.ratio("download-vs-torrent-2seeders", download, torrent)
+        Self.ratio("download-vs-sync-2seeders", download, syncOnly)
     }
 
     /// The ratio of the medians, and each round's own ratio (the two were measured minutes apart).
