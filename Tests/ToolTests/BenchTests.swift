@@ -58,7 +58,7 @@ import Testing
 }
 
 /// RESULT lines of `stdout` by name, each as its key=value fields.
-private func resultLines(_ stdout: String) -> [String: [String: String]] {
+func resultLines(_ stdout: String) -> [String: [String: String]] {
     var out: [String: [String: String]] = [:]
     for line in stdout.split(separator: "\n") where line.hasPrefix("RESULT ") {
         var fields: [String: String] = [:]
@@ -71,4 +71,4 @@ private func resultLines(_ stdout: String) -> [String: [String: String]] {
     return out
 }
 
-private func positive(_ value: String?) -> Bool { (value.flatMap(Double.init) ?? 0) > 0 }
+func positive(_ value: String?) -> Bool { (value.flatMap(Double.init) ?? 0) > 0 }
