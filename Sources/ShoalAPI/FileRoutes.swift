@@ -386,17 +386,23 @@ private func treeChunks(_ root: ChunkAddress, node: some NodeAPIBacking) async t
     let source = NodeChunkSource(node: node, wait: nil)
     let reader = try await FileReader.open(root: root, source: source)
     var chunks: [ChunkAddress] = []
-    var missing: [ChunkAddress] = []
+    var named: [ChunkAddress] = []
     try await reader.walk(includeParity: true) { address, kind in
         chunks.append(address)
         // The walk reads intermediates itself; leaves and parities are only named.
-        if kind == .leaf || kind == .parity, try !node.readStore({ try $0.has(address) }) { missing.append(address) }
+        if kind == .leaf || kind == .parity { named.append(address) }
     }
+    let missing = try absent(named, node: node)
     if !missing.isEmpty {
         throw APIError(.notFound, .missingChunks,
                        "\(missing.count) chunks of \(root.hex) are not stored here (first: \(missing[0].hex)); a pin needs all of them")
     }
     return (chunks, reader.size)
+}
+
+/// Which of `addresses` this store lacks, in order, asked in one read snapshot.
+private func absent(_ addresses: [ChunkAddress], node: some NodeAPIBacking) throws -> [ChunkAddress] {
+    try node.readStore { r in try addresses.filter { try !r.has($0) } }
 }
 
 private func pin(_ root: ChunkAddress, node: some NodeAPIBacking) async throws -> Response {
@@ -441,23 +447,32 @@ private func stewardship(_ root: ChunkAddress, node: some NodeAPIBacking) async 
         return StewardshipResponse(reference: root.hex, isRetrievable: false, chunks: 0, missing: 1, missingSample: [address.hex])
     }
     var seen = 0
+    var named: [ChunkAddress] = []
     var missing: [ChunkAddress] = []
     var missingCount = 0
+    // Leaves and parities are asked about in one read per 4,096, not one per chunk.
+    func check() throws {
+        let lacking = try absent(named, node: node)
+        missingCount += lacking.count
+        missing += lacking.prefix(16 - missing.count)
+        named.removeAll(keepingCapacity: true)
+    }
     var complete = true
     do {
         try await reader.walk(includeParity: true) { address, kind in
             seen += 1
-            if kind == .leaf || kind == .parity, try !node.readStore({ try $0.has(address) }) {
-                missingCount += 1
-                if missing.count < 16 { missing.append(address) }
-            }
+            guard kind == .leaf || kind == .parity else { return }
+            named.append(address)
+            if named.count == 4096 { try check() }
         }
     } catch FileError.missing(let address) {
         // An intermediate neither here nor rebuildable: nothing below it can be seen.
         complete = false
+        try check()
         missingCount += 1
         if missing.count < 16 { missing.append(address) }
     }
+    if complete { try check() }
     // Retrievable when what is missing can be rebuilt: read every byte through the reader,
     // which rebuilds from parity (and fails on what it cannot).
     var retrievable = complete && missingCount == 0
@@ -477,7 +492,7 @@ private func stewardship(_ root: ChunkAddress, node: some NodeAPIBacking) async 
 private func repair(_ root: ChunkAddress, node: some NodeAPIBacking, metrics: ShoalMetrics) async throws -> RepairResponse {
     let reader = try await FileReader.open(root: root, source: NodeChunkSource(node: node, wait: nil))
     let outcome = try await reader.rebuildMissing(
-        isPresent: { address in try node.readStore { try $0.has(address) } },
+        present: { addresses in try node.readStore { r in try addresses.map { try r.has($0) } } },
         store: { chunks in _ = try await node.apply(StoreBatch(chunks: chunks)) })
     metrics.retrievalChunksReconstructed(outcome.rebuilt)
     metrics.retrievalChunksMissing(outcome.lost.count)

@@ -13,7 +13,7 @@ public struct RepairOutcome: Sendable, Equatable {
 }
 
 extension FileReader {
-    /// Rebuilds every chunk of the tree that `isPresent` says is missing and that the tree's
+    /// Rebuilds every chunk of the tree that `present` says is missing and that the tree's
     /// parity can give back, and hands them to `store`, intermediate by intermediate (at most
     /// 128 chunks at a time). A data child comes back from any `k` of its intermediate's
     /// children; a lost parity chunk is encoded again from the data children. Every rebuilt
@@ -22,24 +22,25 @@ extension FileReader {
     /// The root must be readable (`open` read it). Intermediates are read through the source,
     /// or rebuilt, as `walk` does.
     public func rebuildMissing(
-        isPresent: (ChunkAddress) async throws -> Bool,
+        present: ([ChunkAddress]) async throws -> [Bool],
         store: ([Chunk]) async throws -> Void
     ) async throws -> RepairOutcome {
         var outcome = RepairOutcome()
         guard case .tree(let node) = shape else { return outcome }
-        try await rebuildMissing(node, isPresent: isPresent, store: store, &outcome)
+        try await rebuildMissing(node, present: present, store: store, &outcome)
         return outcome
     }
 
     private func rebuildMissing(
         _ node: TreeNode,
-        isPresent: (ChunkAddress) async throws -> Bool,
+        present: ([ChunkAddress]) async throws -> [Bool],
         store: ([Chunk]) async throws -> Void,
         _ outcome: inout RepairOutcome
     ) async throws {
         var missingData: [Int] = []
         var missingParity: [Int] = []
-        for (index, reference) in node.references.enumerated() where try await !isPresent(reference) {
+        // One question per intermediate (its ≤ 128 references), not one per chunk.
+        for (index, here) in try await present(node.references).enumerated() where !here {
             if index < node.dataCount { missingData.append(index) } else { missingParity.append(index) }
         }
         var rebuilt: [Chunk] = []
@@ -83,7 +84,7 @@ extension FileReader {
         for index in 0..<node.dataCount where node.childSpan(index) > UInt64(TreeShape.leafBytesMax) {
             guard !lostHere.contains(node.references[index]) else { continue }
             let child = try await fetcher.intermediate(of: node, index: index)
-            try await rebuildMissing(child, isPresent: isPresent, store: store, &outcome)
+            try await rebuildMissing(child, present: present, store: store, &outcome)
         }
     }
 }

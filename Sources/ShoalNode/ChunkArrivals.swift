@@ -6,7 +6,9 @@ import ShoalCore
 /// addresses; a wait ends after its timeout or when its task is cancelled, whichever is first.
 ///
 /// A wait registers before it checks the store, so a commit between the check and the
-/// registration cannot be missed.
+/// registration cannot be missed. Timeouts are kept by one sweeping task that runs while
+/// waits are open (a download waits once per chunk it reads ahead of sync: no task per wait),
+/// so a wait ends at most `sweepStep` after its deadline.
 final class ChunkArrivals: Sendable {
     private enum Slot {
         /// Registered; the continuation arrives a moment after the registration.
@@ -15,13 +17,28 @@ final class ChunkArrivals: Sendable {
         case decided(Bool)
     }
 
-    private struct State {
-        var nextID: UInt64 = 0
-        var slots: [UInt64: (address: ChunkAddress, slot: Slot)] = [:]
-        var byAddress: [ChunkAddress: Set<UInt64>] = [:]
+    private struct Entry {
+        var address: ChunkAddress
+        var slot: Slot
+        var deadline: ContinuousClock.Instant
     }
 
+    private struct State {
+        var nextID: UInt64 = 0
+        var slots: [UInt64: Entry] = [:]
+        var byAddress: [ChunkAddress: Set<UInt64>] = [:]
+        var sweeping = false
+    }
+
+    /// The longest a wait outlives its deadline.
+    static let sweepStep: Duration = .milliseconds(100)
+
     private let state = Locked(State())
+    private let now: @Sendable () -> ContinuousClock.Instant
+
+    init(now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }) {
+        self.now = now
+    }
 
     /// How many waits are open (for tests and status).
     var waiting: Int { state.withLock { $0.slots.count } }
@@ -43,18 +60,17 @@ final class ChunkArrivals: Sendable {
     /// Waits until `address` is stored (true), or `timeout` passes or the task is cancelled
     /// (false). `isStored` is asked once, after the wait is registered.
     func wait(for address: ChunkAddress, timeout: Duration, isStored: @Sendable () -> Bool) async -> Bool {
-        let id = state.withLock { s in
+        let deadline = now() + timeout
+        let (id, startSweeper) = state.withLock { s in
             s.nextID += 1
-            s.slots[s.nextID] = (address, .waiting(nil))
+            s.slots[s.nextID] = Entry(address: address, slot: .waiting(nil), deadline: deadline)
             s.byAddress[address, default: []].insert(s.nextID)
-            return s.nextID
+            let start = !s.sweeping
+            s.sweeping = true
+            return (s.nextID, start)
         }
+        if startSweeper { Task { await self.sweep() } }
         if isStored() { finish(id, true) }
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            self?.finish(id, false)
-        }
-        defer { timer.cancel() }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
                 let decided: Bool? = state.withLock { s in
@@ -63,13 +79,36 @@ final class ChunkArrivals: Sendable {
                         Self.remove(&s, id)
                         return value
                     }
-                    s.slots[id] = (entry.address, .waiting(c))
+                    s.slots[id]?.slot = .waiting(c)
                     return nil
                 }
                 if let decided { c.resume(returning: decided) }
             }
         } onCancel: {
             finish(id, false)
+        }
+    }
+
+    /// Ends the waits whose deadline passed, every `sweepStep` (or sooner, at the earliest
+    /// deadline), until none is open.
+    private func sweep() async {
+        while true {
+            let (expired, next): ([CheckedContinuation<Bool, Never>], ContinuousClock.Instant?) = state.withLock { s in
+                let t = now()
+                var out: [CheckedContinuation<Bool, Never>] = []
+                for (id, entry) in s.slots where entry.deadline <= t {
+                    if let c = Self.decide(&s, id, false) { out.append(c) }
+                }
+                guard let earliest = s.slots.values.lazy.map(\.deadline).min() else {
+                    s.sweeping = false
+                    return (out, nil)
+                }
+                return (out, earliest)
+            }
+            for c in expired { c.resume(returning: false) }
+            guard let next else { return }
+            let pause = min(max(next - now(), .milliseconds(1)), Self.sweepStep)
+            try? await Task.sleep(for: pause)
         }
     }
 
@@ -83,7 +122,7 @@ final class ChunkArrivals: Sendable {
     private static func decide(_ s: inout State, _ id: UInt64, _ value: Bool) -> CheckedContinuation<Bool, Never>? {
         guard let entry = s.slots[id], case .waiting(let c) = entry.slot else { return nil }
         guard let c else {
-            s.slots[id] = (entry.address, .decided(value))
+            s.slots[id]?.slot = .decided(value)
             return nil
         }
         remove(&s, id)

@@ -9,6 +9,7 @@ actor RepairableSource: ChunkSource {
     init(_ source: MemorySource) { chunks = source.chunks }
     func chunk(_ address: ChunkAddress) async throws -> Chunk? { chunks[address] }
     func has(_ address: ChunkAddress) -> Bool { chunks[address] != nil }
+    func has(_ addresses: [ChunkAddress]) -> [Bool] { addresses.map { chunks[$0] != nil } }
     func store(_ new: [Chunk]) { for c in new { chunks[c.address] = c } }
 }
 
@@ -30,13 +31,13 @@ actor RepairableSource: ChunkSource {
         #expect(dropped > 0)
         let repairable = RepairableSource(source)
         let reader = try await FileReader.open(root: file.root, source: repairable)
-        let outcome = try await reader.rebuildMissing(isPresent: { await repairable.has($0) },
+        let outcome = try await reader.rebuildMissing(present: { await repairable.has($0) },
                                                      store: { await repairable.store($0) })
         #expect(outcome.lost == [])
         #expect(outcome.rebuilt == file.chunks.count - source.chunks.count)
         for chunk in file.chunks { #expect(await repairable.has(chunk.address)) }
         // A second pass finds nothing to do.
-        let again = try await reader.rebuildMissing(isPresent: { await repairable.has($0) }, store: { _ in Issue.record("nothing to store") })
+        let again = try await reader.rebuildMissing(present: { await repairable.has($0) }, store: { _ in Issue.record("nothing to store") })
         #expect(again == RepairOutcome())
     }
 
@@ -47,7 +48,7 @@ actor RepairableSource: ChunkSource {
         let leaf = try #require(plain.chunks.first { $0.address != plain.root })
         source.chunks[leaf.address] = nil
         let reader = try await FileReader.open(root: plain.root, source: source)
-        let outcome = try await reader.rebuildMissing(isPresent: { source.chunks[$0] != nil }, store: { _ in Issue.record("nothing to store") })
+        let outcome = try await reader.rebuildMissing(present: { $0.map { source.chunks[$0] != nil } }, store: { _ in Issue.record("nothing to store") })
         #expect(outcome.rebuilt == 0 && outcome.lost == [leaf.address])
 
         let level = RedundancyLevel.medium
@@ -57,7 +58,7 @@ actor RepairableSource: ChunkSource {
         let lose = Array(node.references.prefix(node.parityCount + 1))
         for reference in lose { lossy.chunks[reference] = nil }
         let codedReader = try await FileReader.open(root: coded.root, source: lossy)
-        let lost = try await codedReader.rebuildMissing(isPresent: { lossy.chunks[$0] != nil }, store: { _ in Issue.record("nothing to store") })
+        let lost = try await codedReader.rebuildMissing(present: { $0.map { lossy.chunks[$0] != nil } }, store: { _ in Issue.record("nothing to store") })
         #expect(lost.rebuilt == 0)
         #expect(lost.lost == lose)
     }
