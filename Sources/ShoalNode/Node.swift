@@ -50,8 +50,8 @@ public final class Node: Service, Sendable {
         var logger = logger
         logger[metadataKey: "node.overlay"] = "\(identity.overlay.hex.prefix(16))"
         self.logger = logger
-        context = NodeContext(store: store, writer: writer, inFlight: InFlightChunks(), logger: logger,
-                              limits: configuration.session)
+        context = NodeContext(overlay: identity.overlay, store: store, writer: writer, inFlight: InFlightChunks(), logger: logger,
+                              limits: configuration.session, clock: configuration.clock)
     }
 
     public var overlay: OverlayAddress { identity.overlay }
@@ -209,6 +209,8 @@ public final class Node: Service, Sendable {
                 if let displaced { await displaced.goodbye(.tooManyPeers, "replaced by another connection") }
                 context.events.log("peer.connected", level: .info, "peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
+                // Every bin of every peer, until the supervisor narrows it to the topology.
+                session.change(.subscribe((0..<UInt8(Proximity.binCount)).map { $0 }))
                 await session.run(inbound: inbound)
                 if await session.droppedForFault { offence(peer) }
                 context.sessions.withLock { sessions in
@@ -276,7 +278,7 @@ public final class Node: Service, Sendable {
     @discardableResult
     public func upload(_ chunk: Chunk) async throws -> BatchResult {
         let result = try await writer.apply(StoreBatch(chunks: [chunk]))
-        await context.committed(result)
+        context.committed(result)
         return result
     }
 
@@ -285,7 +287,7 @@ public final class Node: Service, Sendable {
     @discardableResult
     public func apply(_ batch: StoreBatch) async throws -> BatchResult {
         let result = try await writer.apply(batch)
-        await context.committed(result)
+        context.committed(result)
         return result
     }
 

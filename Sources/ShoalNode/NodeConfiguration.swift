@@ -28,6 +28,8 @@ public struct NodeConfiguration: Sendable {
     /// Bounds on inbound connections and the penalty box for addresses that keep offending
     /// (see `InboundLimits`). Outbound connections (to `peers`) never count against them.
     public var inboundLimits = InboundLimits()
+    /// Where sessions read the time (a test or simulation may pass its own).
+    public var clock: any ShoalClock = SystemClock()
 
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory

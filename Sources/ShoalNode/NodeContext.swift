@@ -6,10 +6,12 @@ import Synchronization
 
 /// What every peer session of a node shares.
 final class NodeContext: Sendable {
+    let overlay: OverlayAddress
     let store: Store
     let writer: StoreWriter
     let inFlight: InFlightChunks
     let logger: Logger
+    let clock: any ShoalClock
     /// Per-connection events a stranger can repeat at will (connected, disconnected, dropped,
     /// refused while banned), throttled per kind so no flood of sessions floods the log.
     let events: ThrottledLog
@@ -23,11 +25,14 @@ final class NodeContext: Sendable {
     /// Readers on this node waiting for chunks to arrive.
     let arrivals = ChunkArrivals()
 
-    init(store: Store, writer: StoreWriter, inFlight: InFlightChunks, logger: Logger, limits: SessionLimits) {
+    init(overlay: OverlayAddress, store: Store, writer: StoreWriter, inFlight: InFlightChunks, logger: Logger,
+         limits: SessionLimits, clock: any ShoalClock) {
+        self.overlay = overlay
         self.store = store
         self.writer = writer
         self.inFlight = inFlight
         self.logger = logger
+        self.clock = clock
         events = ThrottledLog(logger: logger, linesPerWindow: SessionLimits.eventLinesPerWindow)
         self.limits = limits
     }
@@ -39,18 +44,14 @@ final class NodeContext: Sendable {
         return StreamInfoResponse(epoch: store.epoch, cursors: zip(wanted, cursors).map { .init(bin: $0, cursor: $1) })
     }
 
-    /// A batch committed: every session learns which of our bins grew, so waiting live
-    /// requests are answered.
-    func committed(_ result: BatchResult) async {
+    /// A batch committed: readers waiting for its chunks wake, and every session learns which
+    /// of our bins grew (through its mailbox: nobody waits for a session, so a peer whose
+    /// socket is full delays only its own).
+    func committed(_ result: BatchResult) {
         arrivals.stored(result.stored.lazy.map(\.address))
         var cursors: [UInt8: UInt64] = [:]
         for chunk in result.stored { cursors[chunk.bin] = max(cursors[chunk.bin] ?? 0, chunk.binID) }
         guard !cursors.isEmpty else { return }
-        let all = sessions.withLock { Array($0.values) }
-        for session in all {
-            for (bin, cursor) in cursors.sorted(by: { $0.key < $1.key }) {
-                await session.binAdvanced(bin: bin, cursor: cursor)
-            }
-        }
+        for session in sessions.withLock({ Array($0.values) }) { session.binsGrew(cursors) }
     }
 }

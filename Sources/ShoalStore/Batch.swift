@@ -9,6 +9,8 @@ public struct StoreBatch: Sendable {
     public var seals: [IntervalSeal] = []
     /// Peers whose intervals are reset (their store epoch changed).
     public var intervalResets: [OverlayAddress] = []
+    /// Single bins of a peer whose intervals are reset (its cursor went below what they cover).
+    public var binIntervalResets: [(peer: OverlayAddress, bin: UInt8)] = []
     /// Entries to add to the fetch set (skipped for chunks already stored).
     public var fetchUpserts: [(address: ChunkAddress, record: FetchRecord)] = []
     /// Entries to leave the fetch set. A chunk stored by this batch leaves it anyway.
@@ -31,7 +33,7 @@ public struct StoreBatch: Sendable {
     }
 
     public var isEmpty: Bool {
-        chunks.isEmpty && seals.isEmpty && intervalResets.isEmpty && fetchUpserts.isEmpty
+        chunks.isEmpty && seals.isEmpty && intervalResets.isEmpty && binIntervalResets.isEmpty && fetchUpserts.isEmpty
             && fetchRemovals.isEmpty && peerUpserts.isEmpty && peerRemovals.isEmpty
             && downloadUpserts.isEmpty && downloadRemovals.isEmpty && journal.isEmpty
             && pins.isEmpty && unpins.isEmpty

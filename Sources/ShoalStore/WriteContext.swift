@@ -67,6 +67,9 @@ struct WriteContext {
         for peer in batch.intervalResets {
             try resetIntervals(of: peer) { _ in true }
         }
+        for (peer, bin) in batch.binIntervalResets {
+            try txn.delete(tables.intervals, IntervalKey(peer: peer, bin: bin))
+        }
         for (index, seal) in batch.seals.enumerated() {
             if try seal.requires.contains(where: { try !isStored($0) }) {
                 result.unsealed.append(index)

@@ -43,7 +43,7 @@ struct NodePeerRecordTests {
 
     @Test(.timeLimit(.minutes(1)))
     func servingIsLimitedPerPeer() async throws {
-        let a = try RunningNode(name: "a") { $0.session.servedChunksPerSecondMax = 200 }
+        let a = try RunningNode(name: "a") { $0.session.sync.servedChunksPerSecondMax = 200 }
         let addressA = try await a.start()
         let chunks = randomChunks(600, seed: 21)
         for chunk in chunks { try await a.node.upload(chunk) }

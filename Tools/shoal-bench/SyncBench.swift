@@ -372,7 +372,7 @@ struct SyncCrash: ParsableCommand {
         violations += final.violations
         // Chunks A delivered beyond the one delivery each needed: work lost in crashes.
         let redelivered = served - chunks
-        let bound = cycles * SessionLimits().historyStreamsMax * ProtocolLimits.offerBatchMax
+        let bound = cycles * SessionLimits().sync.historyStreamsMax * ProtocolLimits.offerBatchMax
         var line = ResultLine("sync-crash")
         line.add("cycles", cycles)
         line.add("kills_during_sync", killsDuringSync)

@@ -53,4 +53,6 @@ public enum ChunkClaim: Equatable, Sendable {
     case stored
     /// Another stream is fetching it.
     case inFlightElsewhere
+    /// The node does not keep it: its proximity to the node is below the storage radius.
+    case notNeeded
 }

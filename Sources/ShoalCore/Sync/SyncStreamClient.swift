@@ -21,6 +21,9 @@ public struct SyncStreamClient: Sendable {
         /// Back-off before asking a range again after it could not be sealed.
         public var retryDelayMs: UInt64 = 250
         public var retryDelayMaxMs: UInt64 = 10_000
+        /// However much the peer keeps delivering to its other streams (which extends this
+        /// stream's deadline, see `extendDeadline`), a request older than this times out.
+        public var requestAgeMaxMs: UInt64 = 120_000
 
         public init() {}
     }
@@ -83,14 +86,17 @@ public struct SyncStreamClient: Sendable {
     /// The next bin ID the live stream asks for.
     public private(set) var liveFrom: UInt64
     private let ruidBase: RequestID
-    private var ruidCounter: RequestID = 0
+    private var ruidCounter: RequestID
+    /// When the request now out was sent (for `requestAgeMaxMs`).
+    private var issuedAt: UInt64 = 0
     private var persistCounter: UInt64 = 0
     private var failures = 0
 
     /// Counters for the peer's status line.
     public struct Counters: Equatable, Sendable {
-        /// Addresses offered; of those: wanted from this peer, already stored, fetched by another stream.
-        public var offered = 0, wanted = 0, alreadyStored = 0, elsewhere = 0
+        /// Addresses offered; of those: wanted from this peer, already stored, fetched by another
+        /// stream, and not wanted because they fall outside the node's storage radius.
+        public var offered = 0, wanted = 0, alreadyStored = 0, elsewhere = 0, notNeeded = 0
         /// Chunks delivered; bin IDs sealed.
         public var delivered = 0, sealed: UInt64 = 0
     }
@@ -101,21 +107,41 @@ public struct SyncStreamClient: Sendable {
     /// response to its stream by `ruid >> 20`; `slot` must be unique per connection.
     public static let ruidSequenceBits: RequestID = 20
 
-    public init(bin: UInt8, mode: Mode, intervals: IntervalSet, slot: UInt32, limits: Limits = Limits()) {
+    /// `firstSequence`: the last request sequence an earlier stream in the same slot used, so a
+    /// reply to one of its requests is never mistaken for a reply to this stream's.
+    public init(bin: UInt8, mode: Mode, intervals: IntervalSet, slot: UInt32, limits: Limits = Limits(),
+                firstSequence: RequestID = 0) {
         precondition(slot < 1 << (32 - Self.ruidSequenceBits), "stream slot out of range")
         self.bin = bin
         self.mode = mode
         self.limits = limits
         self.intervals = intervals
         self.ruidBase = slot << Self.ruidSequenceBits
+        self.ruidCounter = firstSequence & Self.sequenceMask
         if case .live(let from) = mode { liveFrom = from } else { liveFrom = 0 }
     }
 
     public static func slot(of ruid: RequestID) -> UInt32 { ruid >> ruidSequenceBits }
+    public static let sequenceMask: RequestID = (1 << ruidSequenceBits) - 1
+    public static func sequence(of ruid: RequestID) -> RequestID { ruid & sequenceMask }
+
+    /// The sequence of the last request this stream sent (or `firstSequence`).
+    public var lastSequence: RequestID { ruidCounter }
 
     private mutating func nextRUID() -> RequestID {
-        ruidCounter = (ruidCounter + 1) & ((1 << Self.ruidSequenceBits) - 1)
+        ruidCounter = (ruidCounter + 1) & Self.sequenceMask
         return ruidBase | ruidCounter
+    }
+
+    /// Whether a reply under `ruid` is one this stream waits for now. A reply to an earlier
+    /// request of the stream (one it gave up on) is late, not a fault: the shell ignores it.
+    public func expects(_ ruid: RequestID) -> Bool {
+        switch state {
+        case .awaitingOffer(let r, _, _, _): return r == ruid
+        case .awaitingChunks(let batch): return batch.ruid == ruid
+        case .sealing: return sealingBatch?.ruid == ruid
+        default: return false
+        }
     }
 
     private mutating func nextPersistID() -> UInt64 {
@@ -137,10 +163,12 @@ public struct SyncStreamClient: Sendable {
             // Ask up to the end of this gap (or the history end), at most one batch worth.
             let gapEnd = intervals.gaps(within: gap...end).first?.upperBound ?? end
             let ruid = nextRUID()
+            issuedAt = now
             state = .awaitingOffer(ruid: ruid, from: gap, to: gapEnd, deadline: now + limits.offerTimeoutMs)
             return [.send(.getRange(GetRange(ruid: ruid, bin: bin, from: gap, to: gapEnd, limit: UInt16(limits.offerBatchMax))))]
         case .live:
             let ruid = nextRUID()
+            issuedAt = now
             state = .awaitingOffer(ruid: ruid, from: liveFrom, to: nil, deadline: now + limits.liveOfferTimeoutMs)
             return [.send(.getRange(GetRange(ruid: ruid, bin: bin, from: liveFrom, to: nil, limit: UInt16(limits.offerBatchMax))))]
         }
@@ -182,6 +210,9 @@ public struct SyncStreamClient: Sendable {
                 wanted.append(false)
                 elsewhere.append(address)
                 counters.elsewhere += 1
+            case .notNeeded:
+                wanted.append(false)
+                counters.notNeeded += 1
             }
         }
         counters.wanted += outstanding.count
@@ -332,6 +363,25 @@ public struct SyncStreamClient: Sendable {
             return start(now: now)
         default:
             return []
+        }
+    }
+
+    /// The peer is making progress (delivering to this connection's other streams): a request
+    /// of this one that is due is not late but queued behind them, so its deadline moves on —
+    /// unless it is older than `requestAgeMaxMs`. True when the deadline moved.
+    public mutating func extendDeadline(now: UInt64) -> Bool {
+        guard now - min(now, issuedAt) < limits.requestAgeMaxMs else { return false }
+        switch state {
+        case .awaitingOffer(let ruid, let from, let to, _):
+            let timeout = to == nil ? limits.liveOfferTimeoutMs : limits.offerTimeoutMs
+            state = .awaitingOffer(ruid: ruid, from: from, to: to, deadline: now + timeout)
+            return true
+        case .awaitingChunks(var batch):
+            batch.deadline = now + limits.batchTimeoutMs
+            state = .awaitingChunks(batch)
+            return true
+        default:
+            return false
         }
     }
 

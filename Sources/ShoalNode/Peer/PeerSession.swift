@@ -1,28 +1,15 @@
+import Locking
 import Logging
 import NIOCore
 import ShoalCore
 import ShoalStore
 import ShoalWire
 
-/// Limits of one peer session.
+/// Limits of one peer session: the sync machine's (`PeerSync.Limits`) and the shell's own.
 public struct SessionLimits: Sendable {
-    /// History streams of one peer that run at once; the others wait their turn. Each holds at
-    /// most one offer (128 chunks) in flight; at 16 the receiving node's group commits stayed
-    /// near 200 chunks and two-node sync ran about 15% slower than at 64 (Docs/Performance.md).
-    public var historyStreamsMax = 64
-    /// A bin's history is split into windows of this many bin IDs, each its own stream, so a
-    /// big bin (bin 0 holds half of a peer's chunks) is pulled in parallel.
-    public var historyWindowIDs: UInt64 = 2048
-    /// How often timers (offer and batch timeouts, back-offs, live idle) are checked.
+    public var sync = PeerSync.Limits()
+    /// How often the machine's timers are checked.
     public var tickIntervalMs: UInt64 = 100
-    /// A ping goes out after this long without hearing from the peer…
-    public var pingIntervalMs: UInt64 = 5_000
-    /// …and the connection is closed after this long without hearing anything.
-    public var idleTimeoutMs: UInt64 = 30_000
-    /// Chunks served to one peer per second, at most (a token bucket holding one second's
-    /// worth). Beyond it, deliveries to that peer wait; other peers are not slowed. The default,
-    /// 131,072 (512 MiB/s), is about twice what one peer pulls here at full speed.
-    public var servedChunksPerSecondMax = 131_072
     /// A peer dropped for a protocol violation is refused for this long (kept in `peers`, so
     /// a restart does not forget it).
     public var banMs: UInt64 = 10 * 60_000
@@ -32,62 +19,45 @@ public struct SessionLimits: Sendable {
     /// Connection events (connected, disconnected, dropped) logged in full per kind and 10 s;
     /// beyond it they are summed up (`ThrottledLog`).
     public static let eventLinesPerWindow = 20
-    /// Requests (stream info, ranges, pings) one peer may send a second, and in one burst.
-    /// An honest peer pulling at full speed sends about 500 range requests a second here (one
-    /// per offer of up to 256 chunks, 1 MiB) and about 100 at once when it subscribes; beyond
-    /// the budget the peer is dropped as flooding.
-    public var requestsPerSecondMax = 2048
-    public var requestsBurstMax = 1024
-    /// Stream-info requests (each reads every bin's cursor) one peer may send a second, and in
-    /// one burst: an honest peer sends one when it connects and again when its subscriptions
-    /// change.
-    public var streamInfoPerSecondMax = 16
-    public var streamInfoBurstMax = 64
-    /// Requests the server side accepts from one peer at once: a live and a history request
-    /// per bin, plus slack.
-    public var serverRequestsMax = 2 * Proximity.binCount + 8
-    public var client = SyncStreamClient.Limits()
 
     public init() {}
 }
 
-/// One connected peer: owns the server side of its requests to us (offers and their pins),
-/// the client streams we run against it (wants, claims), and the request-ID table that routes
-/// responses to streams. Protocol decisions are made by `SyncServer` and `SyncStreamClient`;
-/// this actor feeds them events and carries out their actions.
+/// One connected peer: a thin shell around its `PeerSync` machine. It feeds the machine the
+/// peer's messages, timer ticks, store commits and the supervisor's subscriptions, and carries
+/// out what the machine decides (send, read the store, persist, release claims, close). It
+/// makes no protocol decision of its own.
+///
+/// Events from outside the session (our bins grew, subscribe, cancel) go through a mailbox
+/// that is filled without awaiting the session, so a peer whose socket is full slows only
+/// its own session.
 actor PeerSession {
     nonisolated let peer: PeerInfo
     private let context: NodeContext
     private let outbound: NIOAsyncChannelOutboundWriter<Message>
     private let closeChannel: @Sendable () -> Void
     private var logger: Logger
-    private var server: SyncServer
-    private var streams: [UInt32: SyncStreamClient] = [:]
-    private var status: [Int: BinSyncStatus] = [:]
-    private var peerEpoch: UInt64
-    private var historyWaiting: [UInt32] = []
-    private var historyActive = Set<UInt32>()
-    /// History windows not yet completed, per bin.
-    private var windowsLeft: [Int: Int] = [:]
-    private var faults = 0
-    private var score = 0
-    /// Set when a fault dropped the peer: the ban is persisted as the session ends.
-    private var bannedForFault: PeerFault?
-    /// The serving budget: chunks we may still deliver now, and when it was last topped up.
-    private var serveTokens: Double
-    private var serveToppedUpMs: UInt64 = 0
-    /// Milliseconds deliveries to this peer waited for the budget.
-    private var serveWaitedMs: UInt64 = 0
+    private var machine: PeerSync
     private var closing = false
     /// A goodbye is being written; no second one starts.
     private var sayingGoodbye = false
-    /// Requests the peer may still send now (stream info, ranges, pings).
-    private var requestBudget: RequestBudget
-    private var streamInfoBudget: RequestBudget
-    private var lastHeardMs: UInt64 = 0
-    private var lastPingMs: UInt64 = 0
-    private let clock = ContinuousClock()
-    private let startedAt: ContinuousClock.Instant
+    private let mailbox = Locked(Mailbox())
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakes: AsyncStream<Void>
+
+    /// What other parts of the node asked of this session since it last looked.
+    private struct Mailbox {
+        /// Our bins that grew, with their newest cursor.
+        var grown: [UInt8: UInt64] = [:]
+        /// Subscription changes, in the order they were asked for.
+        var changes: [Change] = []
+        var radius: Int?
+    }
+
+    enum Change: Sendable, Equatable {
+        case subscribe([UInt8])
+        case cancel([UInt8])
+    }
 
     init(peer: PeerInfo, context: NodeContext, outbound: NIOAsyncChannelOutboundWriter<Message>,
          close: @escaping @Sendable () -> Void) {
@@ -95,31 +65,60 @@ actor PeerSession {
         self.context = context
         self.outbound = outbound
         self.closeChannel = close
-        requestBudget = RequestBudget(perSecond: context.limits.requestsPerSecondMax, burst: context.limits.requestsBurstMax)
-        streamInfoBudget = RequestBudget(perSecond: context.limits.streamInfoPerSecondMax, burst: context.limits.streamInfoBurstMax)
-        self.peerEpoch = peer.epoch
-        var limits = SyncServer.Limits()
-        limits.requestsInFlightMax = context.limits.serverRequestsMax
-        self.server = SyncServer(limits: limits)
+        machine = PeerSync(peer: peer.overlay, base: context.overlay, epoch: peer.epoch, limits: context.limits.sync,
+                           now: context.clock.nowMs())
         var logger = context.logger
         logger[metadataKey: "peer.overlay"] = "\(peer.overlay.hex.prefix(16))"
         logger[metadataKey: "peer.address"] = "\(peer.remoteAddress)"
         self.logger = logger
-        self.startedAt = clock.now
-        serveTokens = Double(context.limits.servedChunksPerSecondMax)
+        (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    private var now: UInt64 {
-        let elapsed = clock.now - startedAt
-        return UInt64(elapsed.components.seconds) * 1000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000_000)
+    private var now: UInt64 { context.clock.nowMs() }
+
+    // MARK: The mailbox (never awaits the session)
+
+    /// Our store grew: live requests of the peer waiting on these bins can be answered.
+    nonisolated func binsGrew(_ cursors: [UInt8: UInt64]) {
+        mailbox.withLock { box in
+            for (bin, cursor) in cursors { box.grown[bin] = max(box.grown[bin] ?? 0, cursor) }
+        }
+        wake.yield()
+    }
+
+    /// Start or stop syncing bins of this peer (the supervisor's decisions).
+    nonisolated func change(_ change: Change) {
+        mailbox.withLock { $0.changes.append(change) }
+        wake.yield()
+    }
+
+    nonisolated func radiusChanged(_ radius: Int) {
+        mailbox.withLock { $0.radius = radius }
+        wake.yield()
+    }
+
+    private func drainMailbox() async {
+        let box = mailbox.withLock { box -> Mailbox in
+            defer { box = Mailbox() }
+            return box
+        }
+        if let radius = box.radius { machine.radiusChanged(radius) }
+        for change in box.changes {
+            switch change {
+            case .subscribe(let bins): await perform(machine.subscribe(bins, now: now))
+            case .cancel(let bins): await perform(machine.cancel(bins, now: now))
+            }
+        }
+        if !box.grown.isEmpty {
+            let cursors = box.grown.sorted { $0.key < $1.key }.map { (bin: $0.key, cursor: $0.value) }
+            await perform(machine.binsGrew(cursors, now: now))
+        }
     }
 
     // MARK: Running
 
-    /// Runs the session until the connection ends: reads messages, drives timers.
+    /// Runs the session until the connection ends: reads messages, drives timers, takes mail.
     func run(inbound: NIOAsyncChannelInboundStream<Message>) async {
-        lastHeardMs = now
-        await send([.streamInfoRequest(StreamInfoRequest(bins: (0..<UInt8(Proximity.binCount)).map { $0 }))])
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
@@ -129,19 +128,26 @@ actor PeerSession {
                     }
                 } catch let error as WireError {
                     // Bytes that are no frame: as much a protocol violation as a bad message.
-                    await self.fault(.malformedFrame("\(error)"))
+                    await self.malformedFrame("\(error)")
                 } catch {
                     await self.log(.debug, "connection ended: \(error)")
                 }
             }
             group.addTask {
                 while await !self.closing {
-                    try? await Task.sleep(for: .milliseconds(Int64(self.context.limits.tickIntervalMs)))
+                    try? await self.context.clock.sleep(untilMs: self.now + self.context.limits.tickIntervalMs)
                     await self.tick()
+                }
+            }
+            group.addTask {
+                for await _ in self.wakes {
+                    if await self.closing { break }
+                    await self.drainMailbox()
                 }
             }
             await group.next()
             closing = true
+            wake.finish()
             group.cancelAll()
         }
         await end()
@@ -151,20 +157,15 @@ actor PeerSession {
         logger.log(level: level, "\(message)")
     }
 
-    /// Everything this session claimed is given up; the node forgets it. The peer's score
-    /// (and a ban, if a fault dropped it) goes to its `peers` record.
+    /// Everything this session claimed is given up. The peer's score (and a ban, if a fault
+    /// dropped it) goes to its `peers` record.
     private func end() async {
         await persistPeerRecord()
-        for slot in streams.keys.sorted() {
-            guard var stream = streams[slot] else { continue }
-            let actions = stream.cancel()
-            streams[slot] = stream
-            for case .release(let addresses) in actions { context.inFlight.release(addresses) }
-        }
+        await perform(machine.end())
         closeChannel()
     }
 
-    /// Sends Goodbye and closes (graceful shutdown of the node).
+    /// Sends Goodbye and closes (graceful shutdown of the node, a drop, idleness).
     func goodbye(_ reason: Goodbye.Reason, _ message: String) async {
         // `closing` is set only once the goodbye is out: setting it earlier ends `run()` (its
         // timer task stops on it), which closes the channel under the waiting write.
@@ -203,296 +204,133 @@ actor PeerSession {
     // MARK: Events
 
     func receive(_ message: Message) async {
-        lastHeardMs = now
         switch message {
-        case .streamInfoRequest, .getRange, .ping:
-            guard requestBudget.take(nowMs: now) else {
-                return await fault(.flooding("more than \(context.limits.requestsPerSecondMax) requests a second"))
+        case .offeredHashes(let offer):
+            // The machine asks, per address, whether we store it or another stream fetches it.
+            let stored: Set<ChunkAddress>
+            do {
+                stored = Set(zip(offer.addresses, try context.store.has(offer.addresses)).filter(\.1).map(\.0))
+            } catch {
+                log(.error, "store read failed: \(error)")
+                return
             }
-            if case .streamInfoRequest = message, !streamInfoBudget.take(nowMs: now) {
-                return await fault(.flooding("more than \(context.limits.streamInfoPerSecondMax) stream-info requests a second"))
+            let inFlight = context.inFlight
+            await perform(machine.received(message, now: now) { address in
+                if stored.contains(address) { return .stored }
+                return inFlight.claim(address) ? .claimed : .inFlightElsewhere
+            })
+        case .streamInfoResponse(let response):
+            await perform(machine.received(message, now: now))
+            do {
+                let records = try context.store.read { try $0.allIntervals(peer: peer.overlay) }
+                var known: [UInt8: (epoch: UInt64, set: IntervalSet)] = [:]
+                for (key, record) in records { known[key.bin] = (record.epoch, record.set) }
+                await perform(machine.streamInfoReceived(response, known: known, now: now))
+            } catch {
+                log(.error, "cannot read intervals: \(error)")
+                await goodbye(.shutdown, "store error")
             }
         default:
-            break
-        }
-        switch message {
-        case .streamInfoRequest(let request):
-            await send([.streamInfoResponse(context.streamInfo(bins: request.bins))])
-        case .streamInfoResponse(let response):
-            await subscribe(response)
-        case .getRange(let request):
-            await performServer(server.getRangeReceived(request, now: now))
-        case .wantedHashes(let want):
-            await performServer(server.wantedReceived(want, now: now))
-        case .offeredHashes(let offer):
-            await offerReceived(offer)
-        case .chunkDelivery(let delivery):
-            await onStream(delivery.ruid) { s, now in s.chunksDelivered(delivery, now: now) }
-        case .streamError(let error):
-            await onStream(error.ruid) { s, now in s.streamErrorReceived(error, now: now) }
-        case .ping(let nonce):
-            await send([.pong(nonce: nonce)])
-        case .pong:
-            break
-        case .goodbye(let goodbye):
-            log(.info, "peer said goodbye: \(goodbye.reason) \(goodbye.message)")
-            closing = true
-            closeChannel()
-        case .hello, .helloProof:
-            await fault(.malformedRequest("handshake message after the handshake"))
+            await perform(machine.received(message, now: now))
         }
     }
 
     private func tick() async {
-        let now = self.now
-        if now - lastHeardMs >= context.limits.idleTimeoutMs {
-            log(.info, "no word from the peer for \(now - lastHeardMs) ms; closing")
-            await goodbye(.idle, "idle")
-            return
-        }
+        await perform(machine.tick(now: now))
+    }
+
+    private func malformedFrame(_ text: String) async {
+        await perform(machine.faultDetected(.malformedFrame(text)))
+    }
+
+    // MARK: Carrying out the machine's actions
+
+    private func perform(_ actions: [PeerSync.Action]) async {
+        var pending = actions[...]
         var messages: [Message] = []
-        if now - lastHeardMs >= context.limits.pingIntervalMs && now - lastPingMs >= context.limits.pingIntervalMs {
-            lastPingMs = now
-            messages.append(.ping(nonce: now))
-        }
-        await send(messages)
-        await performServer(server.tick(now: now))
-        for slot in streamsDue(at: now) {
-            await onSlot(slot) { s, now in s.tick(now: now) }
-        }
-    }
-
-    /// Streams with a timer due. (Kept out of the async `tick`: Swift 6.3.1's optimizer crashes
-    /// on an optional-chained `nextDeadline` inside an async loop's `where` clause.)
-    private func streamsDue(at now: UInt64) -> [UInt32] {
-        var due: [UInt32] = []
-        for (slot, stream) in streams {
-            if let deadline = stream.nextDeadline, deadline <= now { due.append(slot) }
-        }
-        return due.sorted()
-    }
-
-    /// Our store grew: live requests waiting on this bin can be answered.
-    func binAdvanced(bin: UInt8, cursor: UInt64) async {
-        await performServer(server.binAdvanced(bin: bin, cursor: cursor, now: now))
-    }
-
-    // MARK: Client streams
-
-    private func subscribe(_ response: StreamInfoResponse) async {
-        guard streams.isEmpty else { return }  // one subscription per connection
-        peerEpoch = response.epoch
-        do {
-            let records = try context.store.read { try $0.allIntervals(peer: peer.overlay) }
-            if records.contains(where: { $0.record.epoch != response.epoch }) {
-                // The peer lost its store since we synced: what we knew of its bins means nothing now.
-                var reset = StoreBatch()
-                reset.intervalResets = [peer.overlay]
-                _ = try await context.writer.apply(reset)
-                log(.info, "peer epoch changed to \(response.epoch); its intervals were reset")
-            }
-            var known: [UInt8: IntervalSet] = [:]
-            for (key, record) in records where record.epoch == response.epoch { known[key.bin] = record.set }
-            // Slots: a bin's live stream is slot `bin`; history windows take slots from 32 up.
-            var nextSlot = UInt32(Proximity.binCount)
-            let slotsMax = UInt32(1) << (32 - SyncStreamClient.ruidSequenceBits)
-            for entry in response.cursors where Int(entry.bin) < Proximity.binCount {
-                let bin = entry.bin
-                let intervals = known[bin] ?? IntervalSet()
-                streams[UInt32(bin)] = SyncStreamClient(bin: bin, mode: .live(from: entry.cursor + 1), intervals: IntervalSet(),
-                                                        slot: UInt32(bin), limits: context.limits.client)
-                status[Int(bin)] = BinSyncStatus(bin: Int(bin), historyEnd: entry.cursor, historyDone: false, liveFrom: entry.cursor + 1)
-                // Windows of the history that still have gaps; wider windows for huge bins, so
-                // slots last (at most ~3000 windows per peer).
-                let width = max(context.limits.historyWindowIDs, entry.cursor / 3000 + 1)
-                var start: UInt64 = 1
-                var windows = 0
-                while start <= entry.cursor && nextSlot < slotsMax {
-                    let end = min(entry.cursor, start + width - 1)
-                    if !intervals.gaps(within: start...end).isEmpty {
-                        // Everything before the window counts as done for this stream only:
-                        // it seals nothing but the ranges it actually syncs.
-                        var view = intervals
-                        if start > 1 { view.insert(1...(start - 1)) }
-                        streams[nextSlot] = SyncStreamClient(bin: bin, mode: .history(end: end), intervals: view,
-                                                             slot: nextSlot, limits: context.limits.client)
-                        historyWaiting.append(nextSlot)
-                        nextSlot += 1
-                        windows += 1
-                    }
-                    start = end + 1
-                }
-                windowsLeft[Int(bin)] = windows
-                if windows == 0 { status[Int(bin)]?.historyDone = true }
-            }
-        } catch {
-            log(.error, "cannot subscribe: \(error)")
-            await goodbye(.shutdown, "store error")
-            return
-        }
-        for slot in streams.keys.sorted() where slot < UInt32(Proximity.binCount) {
-            await onSlot(slot) { s, now in s.start(now: now) }
-        }
-        await startWaitingHistory()
-    }
-
-    private func startWaitingHistory() async {
-        while historyActive.count < context.limits.historyStreamsMax, !historyWaiting.isEmpty {
-            let slot = historyWaiting.removeFirst()
-            historyActive.insert(slot)
-            await onSlot(slot) { s, now in s.start(now: now) }
-        }
-    }
-
-    private func offerReceived(_ offer: OfferedHashes) async {
-        let slot = SyncStreamClient.slot(of: offer.ruid)
-        guard streams[slot] != nil else { return await fault(.unknownRequest(offer.ruid)) }
-        let stored: [Bool]
-        do {
-            stored = try context.store.has(offer.addresses)
-        } catch {
-            log(.error, "store read failed: \(error)")
-            return
-        }
-        let storedSet = Set(zip(offer.addresses, stored).filter(\.1).map(\.0))
-        let inFlight = context.inFlight
-        status[Int(streams[slot]!.bin)]?.offered += offer.addresses.count
-        await onSlot(slot) { s, now in
-            s.offerReceived(offer, now: now) { address in
-                if storedSet.contains(address) { return .stored }
-                return inFlight.claim(address) ? .claimed : .inFlightElsewhere
-            }
-        }
-    }
-
-    private func onStream(_ ruid: RequestID, _ event: (inout SyncStreamClient, UInt64) -> [SyncStreamClient.Action]) async {
-        let slot = SyncStreamClient.slot(of: ruid)
-        guard streams[slot] != nil else { return await fault(.unknownRequest(ruid)) }
-        await onSlot(slot, event)
-    }
-
-    private func onSlot(_ slot: UInt32, _ event: (inout SyncStreamClient, UInt64) -> [SyncStreamClient.Action]) async {
-        guard var stream = streams[slot] else { return }
-        let actions = event(&stream, now)
-        stream.checkInvariants()
-        streams[slot] = stream
-        await performClient(slot: slot, actions)
-    }
-
-    private func performClient(slot: UInt32, _ actions: [SyncStreamClient.Action]) async {
-        var messages: [Message] = []
-        guard let stream = streams[slot] else { return }
-        let bin = Int(stream.bin)
-        for action in actions {
+        while let action = pending.popFirst() {
             switch action {
-            case .send(let message):
-                messages.append(message)
-                if case .wantedHashes(let w) = message {
-                    status[bin]?.wanted += w.bitvector.reduce(0) { $0 + $1.nonzeroBitCount }
-                }
-            case .persist(let persist):
-                status[bin]?.delivered += persist.chunks.count
-                submit(persist, slot: slot, bin: UInt8(bin))
-            case .release(let addresses):
-                context.inFlight.release(addresses)
-            case .fault(let fault):
-                switch fault {
-                case .invalidChunk, .unsolicitedChunk, .malformedOffer: status[bin]?.invalid += 1
-                default: break
-                }
-                await send(messages)
-                messages = []
-                await self.fault(fault)
-            case .completed:
-                windowsLeft[bin, default: 1] -= 1
-                if windowsLeft[bin] == 0 { status[bin]?.historyDone = true }
-                historyActive.remove(slot)
-                await startWaitingHistory()
-            }
-        }
-        if let s = streams[slot], case .live = s.mode { status[bin]?.liveFrom = s.liveFrom }
-        await send(messages)
-    }
-
-    private func submit(_ persist: SyncStreamClient.Persist, slot: UInt32, bin: UInt8) {
-        var batch = StoreBatch(chunks: persist.chunks)
-        if let range = persist.seal {
-            batch.seals = [IntervalSeal(peer: peer.overlay, bin: bin, epoch: peerEpoch, range: range, requires: persist.requires)]
-        }
-        let id = persist.id
-        context.writer.submit(batch) { result in
-            Task { await self.persistDone(slot: slot, id: id, sealRange: persist.seal, result: result) }
-        }
-    }
-
-    private func persistDone(slot: UInt32, id: UInt64, sealRange: ClosedRange<UInt64>?, result: Result<BatchResult, StoreError>) async {
-        guard let bin = streams[slot].map({ Int($0.bin) }) else { return }
-        switch result {
-        case .success(let committed):
-            status[bin]?.duplicates += committed.duplicates
-            context.chunksReceived.add(committed.stored.count + committed.duplicates, ordering: .relaxed)
-            context.chunksDuplicate.add(committed.duplicates, ordering: .relaxed)
-            let sealed = committed.unsealed.isEmpty
-            if sealed, let sealRange { status[bin]?.sealed += sealRange.upperBound - sealRange.lowerBound + 1 }
-            await context.committed(committed)
-            await onSlot(slot) { s, now in s.batchCommitted(id: id, sealed: sealed, now: now) }
-        case .failure(let error):
-            log(.error, "store write failed: \(error)")
-            await onSlot(slot) { s, now in s.batchFailed(id: id, now: now) }
-        }
-    }
-
-    // MARK: Server side
-
-    private func performServer(_ actions: [SyncServer.Action]) async {
-        var messages: [Message] = []
-        var pending = actions
-        while !pending.isEmpty {
-            let action = pending.removeFirst()
-            switch action {
-            case .send(let message):
-                messages.append(message)
+            case .send(let out):
+                messages += out
+            case .answerStreamInfo(let bins):
+                messages.append(.streamInfoResponse(context.streamInfo(bins: bins)))
             case .queryRange(let ruid, let bin, let from, let to, let limit):
                 do {
                     let (entries, cursor) = try context.store.read { r in
                         (try r.range(bin: Int(bin), from: from, limit: limit).filter { $0.binID <= to }, try r.cursor(bin: Int(bin)))
                     }
-                    pending += server.rangeRead(ruid: ruid, entries: entries, cursor: cursor, now: now)
+                    pending += machine.rangeRead(ruid: ruid, entries: entries, cursor: cursor, now: now)
                 } catch {
                     log(.error, "store read failed: \(error)")
                     messages.append(.streamError(StreamError(ruid: ruid, code: .overloaded, message: "store read failed")))
                 }
             case .deliver(let ruid, let addresses):
-                if await !takeServeBudget(addresses.count) { return }
                 messages += deliver(ruid: ruid, addresses: addresses)
-            case .fault(let fault):
+            case .persist(let persist):
+                submit(persist)
+            case .release(let addresses):
+                context.inFlight.release(addresses)
+            case .resetIntervals(let bins):
+                var reset = StoreBatch()
+                if let bins {
+                    reset.binIntervalResets = bins.map { (peer.overlay, $0) }
+                    log(.info, "peer's cursors went below what we synced of bins \(bins); those bins start over")
+                } else {
+                    reset.intervalResets = [peer.overlay]
+                    log(.info, "peer epoch changed to \(machine.epoch); its intervals were reset")
+                }
+                // Submitted before any seal the new streams make: the writer commits in order.
+                context.writer.submit(reset) { _ in }
+            case .penalise(let fault):
+                log(.info, "peer penalised: \(fault)")
+            case .drop(let fault):
                 await send(messages)
                 messages = []
-                await self.fault(fault)
+                await drop(fault)
+            case .close(let reason, let text, let sayGoodbye):
+                await send(messages)
+                messages = []
+                log(.info, "closing: \(reason) \(text)")
+                if sayGoodbye {
+                    await goodbye(reason, text)
+                } else {
+                    closing = true
+                    closeChannel()
+                }
+            case .hive:
+                break
             }
         }
-        server.checkInvariants()
+        machine.checkInvariants()
         await send(messages)
     }
 
-    /// Takes `count` chunks from the serving budget, waiting (this peer only) until the bucket
-    /// holds them. False when the session closed meanwhile.
-    private func takeServeBudget(_ count: Int) async -> Bool {
-        let rate = Double(context.limits.servedChunksPerSecondMax)
-        guard rate > 0 else { return true }
-        let needed = min(Double(count), rate)
-        while true {
-            let now = self.now
-            serveTokens = min(rate, serveTokens + Double(now - serveToppedUpMs) * rate / 1000)
-            serveToppedUpMs = now
-            if serveTokens >= needed {
-                serveTokens -= needed
-                return true
-            }
-            let waitMs = UInt64(((needed - serveTokens) / rate * 1000).rounded(.up))
-            serveWaitedMs += waitMs
-            try? await Task.sleep(for: .milliseconds(Int64(waitMs)))
-            if closing { return false }
+    private func drop(_ fault: PeerFault) async {
+        context.events.log("peer.dropped", level: .warning, "dropping peer for \(context.limits.banMs / 1000) s: \(fault)",
+                           metadata: logger.handler.metadata)
+        await goodbye(.protocolViolation, "\(fault)")
+    }
+
+    private func submit(_ persist: PeerSync.Persist) {
+        var batch = StoreBatch(chunks: persist.chunks)
+        if let range = persist.seal {
+            batch.seals = [IntervalSeal(peer: peer.overlay, bin: persist.bin, epoch: persist.epoch, range: range, requires: persist.requires)]
+        }
+        context.writer.submit(batch) { result in
+            Task { await self.persistDone(persist, result: result) }
+        }
+    }
+
+    private func persistDone(_ persist: PeerSync.Persist, result: Result<BatchResult, StoreError>) async {
+        switch result {
+        case .success(let committed):
+            context.chunksReceived.add(committed.stored.count + committed.duplicates, ordering: .relaxed)
+            context.chunksDuplicate.add(committed.duplicates, ordering: .relaxed)
+            context.committed(committed)
+            await perform(machine.batchCommitted(persist, sealed: committed.unsealed.isEmpty, duplicates: committed.duplicates, now: now))
+        case .failure(let error):
+            log(.error, "store write failed: \(error)")
+            await perform(machine.batchFailed(persist, now: now))
         }
     }
 
@@ -518,37 +356,24 @@ actor PeerSession {
         return messages
     }
 
-    // MARK: Faults
-
-    private func fault(_ fault: PeerFault) async {
-        faults += 1
-        score -= fault.dropsPeer ? 10 : 1
-        if fault.dropsPeer {
-            bannedForFault = bannedForFault ?? fault
-            context.events.log("peer.dropped", level: .warning, "dropping peer for \(context.limits.banMs / 1000) s: \(fault)",
-                               metadata: logger.handler.metadata)
-            await goodbye(.protocolViolation, "\(fault)")
-        } else {
-            log(.info, "peer penalised: \(fault)")
-        }
-    }
+    // MARK: The peer's record
 
     /// Writes the peer's record: where it can be reached, when it was last seen, its score
     /// (added to what earlier sessions left) and, after a dropping fault, until when it is banned.
     func persistPeerRecord() async {
-        let nowMs = Store.wallClockMs()
+        let nowMs = context.clock.wallMs()
         do {
             let previous = try context.store.read { try $0.peer(peer.overlay) }
             var addresses = peer.listenAddresses.filter { !$0.hasSuffix(":0") }
             if peer.outbound && !addresses.contains(peer.remoteAddress) { addresses.insert(peer.remoteAddress, at: 0) }
             if addresses.isEmpty { addresses = previous?.addresses ?? [] }
             var record = PeerRecord(addresses: addresses, lastSeenMs: nowMs,
-                                    score: (previous?.score ?? 0) + Int64(score), banUntilMs: previous?.banUntilMs ?? 0)
-            if bannedForFault != nil { record.banUntilMs = max(record.banUntilMs, nowMs + context.limits.banMs) }
+                                    score: (previous?.score ?? 0) + Int64(machine.score), banUntilMs: previous?.banUntilMs ?? 0)
+            if machine.droppedFor != nil { record.banUntilMs = max(record.banUntilMs, nowMs + context.limits.banMs) }
             var batch = StoreBatch()
             batch.peerUpserts = [(peer.overlay, record)]
             _ = try await context.writer.apply(batch)
-            score = 0  // now counted in the record
+            machine.scoreRecorded()
         } catch {
             log(.error, "cannot record the peer: \(error)")
         }
@@ -557,16 +382,14 @@ actor PeerSession {
     // MARK: Status
 
     func snapshot() -> PeerStatus {
-        PeerStatus(overlay: peer.overlay.hex, address: peer.remoteAddress, outbound: peer.outbound, epoch: peerEpoch,
-                   bins: status.keys.sorted().compactMap { status[$0] }, faults: faults, score: score,
-                   serveWaitedMs: serveWaitedMs)
+        PeerStatus(overlay: peer.overlay.hex, address: peer.remoteAddress, outbound: peer.outbound, epoch: machine.epoch,
+                   bins: machine.binStatus, faults: machine.faults, score: machine.score,
+                   serveWaitedMs: machine.counters.serveWaitedMs)
     }
 
-    /// True when every history stream has finished (the peer's bins up to its cursors are ours).
     /// Whether a protocol fault ended (or is ending) this session.
-    var droppedForFault: Bool { bannedForFault != nil }
+    var droppedForFault: Bool { machine.droppedFor != nil }
 
-    func historySynced() -> Bool {
-        !status.isEmpty && status.values.allSatisfy(\.historyDone)
-    }
+    /// True when every subscribed bin's history is synced.
+    func historySynced() -> Bool { machine.historySynced }
 }
