@@ -225,6 +225,10 @@ public struct PeerSync: Sendable {
         for case .release(let addresses) in stream.cancel() { released += addresses }
         if historyActive.remove(slot) != nil {
             freeSlots.append(slot)
+            if case .syncing(var history)? = subscriptions[stream.bin]?.phase {
+                history.active -= 1
+                subscriptions[stream.bin]?.phase = .syncing(history)
+            }
         }
         return released
     }
@@ -349,7 +353,8 @@ public struct PeerSync: Sendable {
         subscriptions[persist.bin]?.status.duplicates += duplicates
         if sealed, let range = persist.seal { subscriptions[persist.bin]?.status.sealed += range.upperBound - range.lowerBound + 1 }
         guard slotGeneration[persist.slot] == persist.generation, streams[persist.slot] != nil else { return [] }
-        return stream(persist.slot, now: now) { s in s.batchCommitted(id: persist.id, sealed: sealed, now: now) }
+        // A window that completes frees its slot for the next.
+        return stream(persist.slot, now: now) { s in s.batchCommitted(id: persist.id, sealed: sealed, now: now) } + startHistory(now: now)
     }
 
     public mutating func batchFailed(_ persist: Persist, now: UInt64) -> [Action] {
@@ -485,10 +490,6 @@ public struct PeerSync: Sendable {
                 out += fault(f)
             case .completed:
                 _ = endStream(slot)
-                if case .syncing(var history)? = subscriptions[bin]?.phase {
-                    history.active -= 1
-                    subscriptions[bin]?.phase = .syncing(history)
-                }
                 refreshHistoryDone(bin)
             }
         }
@@ -673,7 +674,7 @@ public struct PeerSync: Sendable {
         precondition(historyActive.count == activePerBin.values.reduce(0, +), "active history slots without streams")
         for (bin, subscription) in subscriptions {
             if case .syncing(let history) = subscription.phase {
-                precondition(history.active == activePerBin[bin, default: 0], "bin \(bin): \(history.active) windows counted")
+                precondition(history.active == activePerBin[bin, default: 0], "bin \(bin): \(history.active) windows counted, \(activePerBin[bin, default: 0]) streams: \(streams.keys.sorted())")
                 if subscription.status.historyDone { precondition(history.active == 0, "bin \(bin) done with windows active") }
             }
         }
