@@ -52,7 +52,13 @@ actor PeerSession {
         /// Subscription changes, in the order they were asked for.
         var changes: [Change] = []
         var radius: Int?
+        /// Messages to send (hive), at most `outgoingMax`; beyond it they are dropped.
+        var outgoing: [Message] = []
     }
+
+    /// Messages waiting in the mailbox at most: a peer that reads nothing does not make the
+    /// supervisor's announcements pile up.
+    static let outgoingMax = 64
 
     enum Change: Sendable, Equatable {
         case subscribe([UInt8])
@@ -92,6 +98,14 @@ actor PeerSession {
         wake.yield()
     }
 
+    /// Sends messages others composed (the supervisor's hive traffic).
+    nonisolated func send(_ messages: [Message]) {
+        mailbox.withLock { box in
+            box.outgoing += messages.prefix(max(0, Self.outgoingMax - box.outgoing.count))
+        }
+        wake.yield()
+    }
+
     nonisolated func radiusChanged(_ radius: Int) {
         mailbox.withLock { $0.radius = radius }
         wake.yield()
@@ -109,6 +123,7 @@ actor PeerSession {
             case .cancel(let bins): await perform(machine.cancel(bins, now: now))
             }
         }
+        await send(box.outgoing)
         if !box.grown.isEmpty {
             let cursors = box.grown.sorted { $0.key < $1.key }.map { (bin: $0.key, cursor: $0.value) }
             await perform(machine.binsGrew(cursors, now: now))
