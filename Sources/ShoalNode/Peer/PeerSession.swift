@@ -240,6 +240,7 @@ actor PeerSession {
             closeChannel()
         case .hello, .helloProof:
             await fault(.malformedRequest("handshake message after the handshake"))
+        case .peersRequest, .peers: break  // Hive: routed to the supervisor.
         }
     }
 
