@@ -47,7 +47,7 @@ enum Malformed {
         .init("length field 0xffffffff", bytes(hex: "ffffffff"), .frameTooLarge),
         .init("length field one above 1 MiB - 4", be32(UInt32(WireFormat.lengthMax + 1)) + [1, t.ping], .frameTooLarge),
         .init("ping announcing a 9-byte payload", frame(type: t.ping, payload: be64(1) + [0]), .frameTooLarge),
-        .init("delivery announcing one byte more than 16 full chunks",
+        .init("delivery announcing one byte more than 64 full chunks",
               be32(UInt32(MessageType.chunkDelivery.payloadBytesMax + 3)) + [1, t.delivery], .frameTooLarge),
         .init("length field 0", bytes(hex: "00000000"), .frameTooShort),
         .init("length field 1", bytes(hex: "00000001 01"), .frameTooShort),
