@@ -157,6 +157,29 @@ public struct Goodbye: Equatable, Sendable {
     public init(reason: Reason, message: String) { (self.reason, self.message) = (reason, message) }
 }
 
+/// Hive: asks a peer for peers it knows (overlays and listen addresses), at most `limit`
+/// (1…`ProtocolLimits.hivePeersMax`).
+public struct PeersRequest: Equatable, Sendable {
+    public var limit: UInt16
+    public init(limit: UInt16) { self.limit = limit }
+}
+
+/// One peer as hive tells of it: an overlay and where it says it listens. A hint only: the
+/// overlay is proved by a handshake with whoever answers at these addresses, never by this.
+public struct PeerAddress: Equatable, Sendable {
+    public var overlay: OverlayAddress
+    /// "host:port" addresses, 1…`ProtocolLimits.listenAddressesMax`.
+    public var addresses: [String]
+    public init(overlay: OverlayAddress, addresses: [String]) { (self.overlay, self.addresses) = (overlay, addresses) }
+}
+
+/// Hive: peers the sender knows, 0…`ProtocolLimits.hivePeersMax`. The answer to a
+/// `PeersRequest`, or sent unsolicited (a node tells its neighbours about a new peer).
+public struct Peers: Equatable, Sendable {
+    public var peers: [PeerAddress]
+    public init(peers: [PeerAddress]) { self.peers = peers }
+}
+
 /// Every message of the protocol.
 public enum Message: Equatable, Sendable {
     case hello(Hello)
@@ -171,6 +194,8 @@ public enum Message: Equatable, Sendable {
     case ping(nonce: UInt64)
     case pong(nonce: UInt64)
     case goodbye(Goodbye)
+    case peersRequest(PeersRequest)
+    case peers(Peers)
 }
 
 /// Protocol limits shared by the codec and the machines.
@@ -189,4 +214,7 @@ public enum ProtocolLimits {
     public static let listenAddressesMax = 8
     public static let agentBytesMax = 64
     public static let messageTextBytesMax = 256
+    /// Peers in one hive message (`Peers`, and the largest `PeersRequest.limit`). Bee sends at
+    /// most 30 per message; 30 entries of 8 longest addresses stay a 73,502-byte payload.
+    public static let hivePeersMax = 30
 }

@@ -27,6 +27,12 @@ public enum WireFormat {
     public static let publicKeyBytes = 32
     public static let nonceBytes = 32
     public static let signatureBytes = 64
+
+    /// One `Peers` entry at its largest: overlay, address count, and
+    /// `ProtocolLimits.listenAddressesMax` addresses of `listenAddressBytesMax` bytes.
+    public static let peerAddressBytesMax = 32 + 2 + ProtocolLimits.listenAddressesMax * (2 + listenAddressBytesMax)
+    /// One `Peers` entry at its smallest: overlay, address count, one 1-byte address.
+    public static let peerAddressBytesMin = 32 + 2 + 2 + 1
 }
 
 /// The type byte of each message (Docs/Protocol.md §2).
@@ -45,6 +51,9 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
     case wantedHashes = 0x14
     case chunkDelivery = 0x15
     case streamError = 0x16
+    // Hive: peers telling each other about peers.
+    case peersRequest = 0x30
+    case peers = 0x31
 
     public var description: String {
         switch self {
@@ -60,6 +69,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
         case .wantedHashes: "wantedHashes"
         case .chunkDelivery: "chunkDelivery"
         case .streamError: "streamError"
+        case .peersRequest: "peersRequest"
+        case .peers: "peers"
         }
     }
 
@@ -93,12 +104,16 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
             return 4 + text + ProtocolLimits.deliveryChunksMax * (text + WireFormat.chunkBytesMax)
         case .streamError:
             return 4 + 2 + text + ProtocolLimits.messageTextBytesMax
+        case .peersRequest:
+            return 2
+        case .peers:
+            return text + ProtocolLimits.hivePeersMax * WireFormat.peerAddressBytesMax
         }
     }
 }
 
-/// Type bytes held for messages a later protocol revision adds (DESIGN.md §2: retrieval,
-/// presence queries, hive gossip). This build rejects them with `WireError.Code.reservedType`.
+/// Type bytes held for messages a later protocol revision adds (DESIGN.md §2: retrieval and
+/// presence queries). This build rejects them with `WireError.Code.reservedType`.
 public enum ReservedMessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     /// Retrieval: ask for one chunk by address (forwarding Kademlia).
     case retrieveRequest = 0x20
@@ -108,8 +123,6 @@ public enum ReservedMessageType: UInt8, Sendable, CaseIterable, CustomStringConv
     case wantHave = 0x22
     /// Presence: `Presence{bitvector}`, the answer to `WantHave`.
     case presence = 0x23
-    /// Hive: peer gossip (overlay and listen addresses of known peers).
-    case hivePeers = 0x30
 
     public var description: String {
         switch self {
@@ -117,7 +130,6 @@ public enum ReservedMessageType: UInt8, Sendable, CaseIterable, CustomStringConv
         case .retrieveDelivery: "retrieveDelivery"
         case .wantHave: "wantHave"
         case .presence: "presence"
-        case .hivePeers: "hivePeers"
         }
     }
 }
@@ -138,6 +150,8 @@ extension Message {
         case .wantedHashes: .wantedHashes
         case .chunkDelivery: .chunkDelivery
         case .streamError: .streamError
+        case .peersRequest: .peersRequest
+        case .peers: .peers
         }
     }
 }

@@ -84,6 +84,19 @@ struct PayloadReader {
         return text
     }
 
+    /// A list of "host:port" strings (hello's listen addresses, a hive entry's addresses):
+    /// a count within `count`, each string 1…`listenAddressBytesMax` bytes of UTF-8.
+    mutating func readListenAddresses(_ field: String, count range: ClosedRange<Int>) throws(WireError) -> [String] {
+        // Each address takes at least its 2-byte length and 1 byte.
+        let count = try readCount(field, range: range, elementBytesMin: 3)
+        var addresses: [String] = []
+        addresses.reserveCapacity(count)
+        for _ in 0..<count {
+            addresses.append(try readText(field + "[]", bytes: 1...WireFormat.listenAddressBytesMax))
+        }
+        return addresses
+    }
+
     mutating func readBin(_ field: String) throws(WireError) -> UInt8 {
         let bin: UInt8 = try readInteger(field)
         guard Int(bin) <= Proximity.maxBin else {

@@ -12,18 +12,14 @@ extension WireCodec {
         case .hello(let hello):
             try checkFixed(hello.publicKey, WireFormat.publicKeyBytes, type, "publicKey")
             try checkFixed(hello.nonce, WireFormat.nonceBytes, type, "nonce")
-            try checkCount(hello.listenAddresses.count, 0...ProtocolLimits.listenAddressesMax, type, "listenAddresses")
-            for address in hello.listenAddresses {
-                try checkText(address, 1...WireFormat.listenAddressBytesMax, type, "listenAddresses[]")
-            }
+            try checkListenAddresses(hello.listenAddresses, count: 0...ProtocolLimits.listenAddressesMax, type, "listenAddresses")
             try checkText(hello.agent, 0...ProtocolLimits.agentBytesMax, type, "agent")
             buffer.writeInteger(hello.networkID)
             buffer.writeBytes(hello.publicKey)
             buffer.writeAddress(hello.overlay)
             buffer.writeInteger(hello.epoch)
             buffer.writeBytes(hello.nonce)
-            buffer.writeInteger(UInt16(hello.listenAddresses.count))
-            for address in hello.listenAddresses { buffer.writeText(address) }
+            buffer.writeTexts(hello.listenAddresses)
             buffer.writeText(hello.agent)
 
         case .helloProof(let proof):
@@ -102,6 +98,21 @@ extension WireCodec {
             buffer.writeInteger(error.ruid)
             buffer.writeInteger(error.code.rawValue)
             buffer.writeText(error.message)
+
+        case .peersRequest(let request):
+            try checkPeersLimit(Int(request.limit), type)
+            buffer.writeInteger(request.limit)
+
+        case .peers(let message):
+            try checkCount(message.peers.count, 0...ProtocolLimits.hivePeersMax, type, "peers")
+            for peer in message.peers {
+                try checkListenAddresses(peer.addresses, count: 1...ProtocolLimits.listenAddressesMax, type, "peers[].addresses")
+            }
+            buffer.writeInteger(UInt16(message.peers.count))
+            for peer in message.peers {
+                buffer.writeAddress(peer.overlay)
+                buffer.writeTexts(peer.addresses)
+            }
         }
     }
 
@@ -114,13 +125,7 @@ extension WireCodec {
             let overlay = try reader.readAddress("overlay")
             let epoch: UInt64 = try reader.readInteger("epoch")
             let nonce = try reader.readFixedBytes("nonce", count: WireFormat.nonceBytes)
-            // Each address takes at least its 2-byte length and 1 byte; the agent's length follows.
-            let count = try reader.readCount("listenAddresses", range: 0...ProtocolLimits.listenAddressesMax, elementBytesMin: 3)
-            var listenAddresses: [String] = []
-            listenAddresses.reserveCapacity(count)
-            for _ in 0..<count {
-                listenAddresses.append(try reader.readText("listenAddresses[]", bytes: 1...WireFormat.listenAddressBytesMax))
-            }
+            let listenAddresses = try reader.readListenAddresses("listenAddresses", count: 0...ProtocolLimits.listenAddressesMax)
             let agent = try reader.readText("agent", bytes: 0...ProtocolLimits.agentBytesMax)
             return .hello(Hello(
                 networkID: networkID, publicKey: publicKey, overlay: overlay, epoch: epoch, nonce: nonce,
@@ -221,6 +226,22 @@ extension WireCodec {
             }
             let message = try reader.readText("message", bytes: 0...ProtocolLimits.messageTextBytesMax)
             return .streamError(StreamError(ruid: ruid, code: code, message: message))
+
+        case .peersRequest:
+            let limit: UInt16 = try reader.readInteger("limit")
+            try checkPeersLimit(Int(limit), type)
+            return .peersRequest(PeersRequest(limit: limit))
+
+        case .peers:
+            let count = try reader.readCount("peers", range: 0...ProtocolLimits.hivePeersMax, elementBytesMin: WireFormat.peerAddressBytesMin)
+            var peers: [PeerAddress] = []
+            peers.reserveCapacity(count)
+            for _ in 0..<count {
+                let overlay = try reader.readAddress("peers[].overlay")
+                let addresses = try reader.readListenAddresses("peers[].addresses", count: 1...ProtocolLimits.listenAddressesMax)
+                peers.append(PeerAddress(overlay: overlay, addresses: addresses))
+            }
+            return .peers(Peers(peers: peers))
         }
     }
 
@@ -242,6 +263,21 @@ extension WireCodec {
         let length = text.utf8.count
         guard range.contains(length) else {
             throw WireError(.textLengthOutOfRange, "\(type).\(field): length \(length) is outside \(range.lowerBound)…\(range.upperBound)")
+        }
+    }
+
+    /// A list of "host:port" strings, each 1…`listenAddressBytesMax` bytes. The codec checks
+    /// sizes only; what a hive entry's addresses mean is the hive machine's to judge.
+    private static func checkListenAddresses(
+        _ addresses: [String], count: ClosedRange<Int>, _ type: MessageType, _ field: String
+    ) throws(WireError) {
+        try checkCount(addresses.count, count, type, field)
+        for address in addresses { try checkText(address, 1...WireFormat.listenAddressBytesMax, type, field + "[]") }
+    }
+
+    private static func checkPeersLimit(_ limit: Int, _ type: MessageType) throws(WireError) {
+        guard (1...ProtocolLimits.hivePeersMax).contains(limit) else {
+            throw WireError(.invalidValue, "\(type).limit: \(limit) is outside 1…\(ProtocolLimits.hivePeersMax)")
         }
     }
 
@@ -276,5 +312,11 @@ extension ByteBuffer {
     mutating func writeText(_ text: String) {
         writeInteger(UInt16(text.utf8.count))
         writeString(text)
+    }
+
+    /// UInt16 count ‖ each string as `writeText`; the caller has checked count and lengths.
+    mutating func writeTexts(_ texts: [String]) {
+        writeInteger(UInt16(texts.count))
+        for text in texts { writeText(text) }
     }
 }

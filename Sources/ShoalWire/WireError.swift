@@ -18,7 +18,7 @@ public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
         /// The type byte names no message of this protocol version.
         case unknownType
         /// The type byte is reserved for a message this build does not implement yet
-        /// (retrieval, presence, hive).
+        /// (retrieval, presence).
         case reservedType
         /// The payload holds bytes after the message's last field.
         case trailingBytes

@@ -77,7 +77,7 @@ struct APIOptions: ParsableArguments {
     static let timeoutSecondsMax = 24 * 3600
 
     func validate() throws {
-        if let api, HostPort(parsing: api, allowPortZero: false) == nil {
+        if let api, ShoalAPI.HostPort(parsing: api, allowPortZero: false) == nil {
             throw ValidationError("--api: '\(api)' is not HOST:PORT")
         }
         if let timeoutSeconds, !(1...APIOptions.timeoutSecondsMax).contains(timeoutSeconds) {
@@ -86,10 +86,10 @@ struct APIOptions: ParsableArguments {
     }
 
     /// The address from `--api`, else SHOAL_API, else the default; a bad SHOAL_API is a usage error.
-    func address() throws(CommandFailure) -> HostPort {
+    func address() throws(CommandFailure) -> ShoalAPI.HostPort {
         let text = api ?? getenv(DaemonSettings.EnvironmentKey.api).map { String(cString: $0) }
         guard let text, !text.isEmpty else { return DaemonSettings.defaults.api }
-        guard let parsed = HostPort(parsing: text, allowPortZero: false) else {
+        guard let parsed = ShoalAPI.HostPort(parsing: text, allowPortZero: false) else {
             throw CommandFailure(CLIExit.usage, "\(DaemonSettings.EnvironmentKey.api): '\(text)' is not HOST:PORT")
         }
         return parsed

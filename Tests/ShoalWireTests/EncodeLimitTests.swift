@@ -28,6 +28,9 @@ enum Unsendable {
         .chunkDelivery(ChunkDelivery(ruid: 1, chunks: payloadSizes.map { DeliveredChunk(span: 1, payload: .init(repeating: 7, count: $0)) }))
     }
 
+    static func peer(_ addresses: [String]) -> PeerAddress { PeerAddress(overlay: Golden.addressA, addresses: addresses) }
+    static func peers(_ entries: [PeerAddress]) -> Message { .peers(Peers(peers: entries)) }
+
     static let cases: [UnsendableCase] = [
         .init("offer of 400 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 400, addresses: .init(repeating: .zero, count: 400))), .countOutOfRange),
         .init("offer of 257 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 257, addresses: .init(repeating: .zero, count: 257))), .countOutOfRange),
@@ -52,6 +55,14 @@ enum Unsendable {
         .init("getRange limit 257", .getRange(GetRange(ruid: 1, bin: 1, from: 1, to: 2, limit: 257)), .invalidValue),
         .init("getRange from above to", .getRange(GetRange(ruid: 1, bin: 1, from: 3, to: 2, limit: 1)), .invalidValue),
         .init("bitvector of 33 bytes", .wantedHashes(WantedHashes(ruid: 1, wanted: .init(repeating: true, count: 257))), .countOutOfRange),
+        .init("peers request limit 0", .peersRequest(PeersRequest(limit: 0)), .invalidValue),
+        .init("peers request limit 31", .peersRequest(PeersRequest(limit: 31)), .invalidValue),
+        .init("peers of 31 entries", peers(.init(repeating: peer(["h:1"]), count: ProtocolLimits.hivePeersMax + 1)), .countOutOfRange),
+        .init("peers entry with no address", peers([peer(["h:1"]), peer([])]), .countOutOfRange),
+        .init("peers entry with 9 addresses", peers([peer(.init(repeating: "h:1", count: 9))]), .countOutOfRange),
+        .init("peers entry with an empty address", peers([peer(["h:1", ""])]), .textLengthOutOfRange),
+        .init("peers entry with a 301-byte address", peers([peer([String(repeating: "h", count: 301)])]), .textLengthOutOfRange),
+        .init("peers entry with a 151-character address of 302 bytes", peers([peer([String(repeating: "é", count: 151)])]), .textLengthOutOfRange),
     ]
 }
 
@@ -104,6 +115,13 @@ enum ForcedFrame {
         case .offeredHashes(let o): p += be32(o.ruid) + be64(o.from) + be64(o.lastIndex) + be16(UInt16(o.addresses.count)) + o.addresses.flatMap(\.bytes)
         case .wantedHashes(let w): p += be32(w.ruid) + be16(UInt16(w.bitvector.count)) + w.bitvector
         case .chunkDelivery(let d): p += be32(d.ruid) + be16(UInt16(d.chunks.count)) + d.chunks.flatMap { be16(UInt16(8 + $0.payload.count)) + le64($0.span) + $0.payload }
+        case .peersRequest(let r): p += be16(r.limit)
+        case .peers(let m):
+            p += be16(UInt16(m.peers.count))
+            for peer in m.peers {
+                p += peer.overlay.bytes + be16(UInt16(peer.addresses.count))
+                peer.addresses.forEach(text)
+            }
         case .ping, .pong: return nil
         }
         return frame(type: message.type.rawValue, payload: p)

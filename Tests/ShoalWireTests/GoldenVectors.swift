@@ -137,5 +137,27 @@ enum Golden {
             name: "streamError",
             message: .streamError(StreamError(ruid: 7, code: .binNotServed, message: "not served")),
             hex: "00000014 01 16 00000007 0001 000a 6e6f7420736572766564"),
+        GoldenVector(
+            name: "peersRequest",
+            message: .peersRequest(PeersRequest(limit: 30)),
+            hex: "00000004 01 30 001e"),
+        GoldenVector(
+            name: "peers",
+            message: .peers(Peers(peers: [
+                PeerAddress(overlay: overlay, addresses: ["127.0.0.1:1634"]),
+                PeerAddress(overlay: addressB, addresses: ["[::1]:1634", "node.example:1635"]),
+            ])),
+            hex: """
+                00000077 01 31
+                0002
+                dd5826d1a3b00e5675501b34ce37e53c7aeca1ac6d259ac3b9543c5eefeda7f2
+                0001 000e 3132372e302e302e313a31363334
+                e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff
+                0002 000a 5b3a3a315d3a31363334 0011 6e6f64652e6578616d706c653a31363335
+                """),
+        GoldenVector(
+            name: "peers-empty",
+            message: .peers(Peers(peers: [])),
+            hex: "00000004 01 31 0000"),
     ]
 }

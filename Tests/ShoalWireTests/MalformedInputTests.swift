@@ -20,7 +20,8 @@ struct MalformedCase: Sendable, CustomStringConvertible {
 enum Malformed {
     static let t = (hello: UInt8(0x01), proof: UInt8(0x02), ping: UInt8(0x03), goodbye: UInt8(0x05),
                     infoReq: UInt8(0x10), infoRes: UInt8(0x11), range: UInt8(0x12), offer: UInt8(0x13),
-                    wanted: UInt8(0x14), delivery: UInt8(0x15), streamError: UInt8(0x16))
+                    wanted: UInt8(0x14), delivery: UInt8(0x15), streamError: UInt8(0x16),
+                    peersRequest: UInt8(0x30), peers: UInt8(0x31))
 
     /// A hello's fields up to the listen-address count.
     static let helloFixed = be64(1) + Golden.publicKey + Golden.overlay.bytes + be64(0) + Golden.nonce
@@ -29,19 +30,24 @@ enum Malformed {
         be16(UInt16(8 + payloadBytes)) + le64(span) + [UInt8](repeating: 0x61, count: payloadBytes)
     }
     static let oneChunk = chunk(3)
+    /// One `peers` entry: overlay ‖ address count ‖ addresses (as raw strings).
+    static func entry(_ addresses: [[UInt8]], overlay: Address32 = Golden.addressA) -> [UInt8] {
+        overlay.bytes + be16(UInt16(addresses.count)) + addresses.flatMap(text)
+    }
+    static let goodEntry = entry([Array("127.0.0.1:1634".utf8)])
     static func getRange(bin: UInt8 = 3, flags: UInt8 = 1, from: UInt64 = 1, to: UInt64 = 9, limit: UInt16 = 128) -> [UInt8] {
         be32(7) + [bin, flags] + be64(from) + (flags == 1 ? be64(to) : []) + be16(limit)
     }
 
     static let cases: [MalformedCase] = frameCases + truncatedCases + trailingCases + countCases + chunkCases
-        + textCases + enumCases + binCases + valueCases
+        + textCases + enumCases + binCases + valueCases + hiveCases
 
     static let frameCases: [MalformedCase] = [
         .init("length field of 1 MiB, only the 4 length bytes seen", bytes(hex: "00100000"), .frameTooLarge),
         .init("length field 0xffffffff", bytes(hex: "ffffffff"), .frameTooLarge),
         .init("length field one above 1 MiB - 4", be32(UInt32(WireFormat.lengthMax + 1)) + [1, t.ping], .frameTooLarge),
         .init("ping announcing a 9-byte payload", frame(type: t.ping, payload: be64(1) + [0]), .frameTooLarge),
-        .init("delivery announcing one byte more than 16 full chunks",
+        .init("delivery announcing one byte more than 64 full chunks",
               be32(UInt32(MessageType.chunkDelivery.payloadBytesMax + 3)) + [1, t.delivery], .frameTooLarge),
         .init("length field 0", bytes(hex: "00000000"), .frameTooShort),
         .init("length field 1", bytes(hex: "00000001 01"), .frameTooShort),
@@ -51,13 +57,13 @@ enum Malformed {
         .init("type 0x00", frame(type: 0x00, payload: []), .unknownType),
         .init("type 0x06", frame(type: 0x06, payload: be64(1)), .unknownType),
         .init("type 0x17", frame(type: 0x17, payload: []), .unknownType),
+        .init("type 0x32, after the hive types", frame(type: 0x32, payload: be16(0)), .unknownType),
         .init("type 0x7f", frame(type: 0x7f, payload: [1, 2, 3]), .unknownType),
         .init("type 0xff", frame(type: 0xff, payload: []), .unknownType),
         .init("reserved type 0x20 retrieveRequest", frame(type: 0x20, payload: Golden.addressA.bytes), .reservedType),
         .init("reserved type 0x21 retrieveDelivery", frame(type: 0x21, payload: []), .reservedType),
         .init("reserved type 0x22 wantHave", frame(type: 0x22, payload: be16(0)), .reservedType),
         .init("reserved type 0x23 presence", frame(type: 0x23, payload: be16(0)), .reservedType),
-        .init("reserved type 0x30 hivePeers", frame(type: 0x30, payload: be16(0)), .reservedType),
     ]
 
     static let truncatedCases: [MalformedCase] = [
@@ -152,6 +158,41 @@ enum Malformed {
         .init("getRange limit 0", frame(type: t.range, payload: getRange(limit: 0)), .invalidValue),
         .init("getRange limit 257", frame(type: t.range, payload: getRange(limit: 257)), .invalidValue),
         .init("live getRange limit 0xffff", frame(type: t.range, payload: getRange(flags: 0, limit: 0xffff)), .invalidValue),
+    ]
+}
+
+extension Malformed {
+    static let hiveCases: [MalformedCase] = [
+        .init("peers request with no payload", frame(type: t.peersRequest, payload: []), .truncated),
+        .init("peers request of 1 byte", frame(type: t.peersRequest, payload: [30]), .truncated),
+        .init("peers request with a byte after the limit", frame(type: t.peersRequest, payload: be16(30) + [0]), .frameTooLarge),
+        .init("peers request limit 0", frame(type: t.peersRequest, payload: be16(0)), .invalidValue),
+        .init("peers request limit 31", frame(type: t.peersRequest, payload: be16(31)), .invalidValue),
+        .init("peers request limit 0xffff", frame(type: t.peersRequest, payload: be16(0xffff)), .invalidValue),
+        .init("peers announcing one byte more than 30 largest entries",
+              be32(UInt32(MessageType.peers.payloadBytesMax + 3)) + [1, t.peers], .frameTooLarge),
+        .init("peers with no payload", frame(type: t.peers, payload: []), .truncated),
+        // A count is checked against the bytes left at 37 bytes an entry, so only a later entry, after
+        // a long first one, can end inside its fixed fields.
+        .init("second peers entry cut inside its overlay",
+              frame(type: t.peers, payload: be16(2) + entry([.init(repeating: 0x61, count: 40)]) + Array(Golden.addressB.bytes[..<10])), .truncated),
+        .init("second peers entry without its address count",
+              frame(type: t.peers, payload: be16(2) + entry([.init(repeating: 0x61, count: 40)]) + Golden.addressB.bytes + [0]), .truncated),
+        .init("peers of 31 entries", frame(type: t.peers, payload: be16(31) + goodEntry), .countOutOfRange),
+        .init("peers of 65535 entries", frame(type: t.peers, payload: be16(0xffff)), .countOutOfRange),
+        .init("peers of 2 entries carrying 1", frame(type: t.peers, payload: be16(2) + goodEntry), .countExceedsPayload),
+        .init("peers of 30 entries carrying none", frame(type: t.peers, payload: be16(30)), .countExceedsPayload),
+        .init("peers entry with no address", frame(type: t.peers, payload: be16(1) + entry([]) + [0, 0, 0]), .countOutOfRange),
+        .init("peers entry with 9 addresses", frame(type: t.peers, payload: be16(1) + entry(.init(repeating: [0x61], count: 9))), .countOutOfRange),
+        .init("peers entry announcing 8 addresses carrying 1", frame(type: t.peers, payload: be16(1) + Golden.addressA.bytes + be16(8) + text([0x61])), .countExceedsPayload),
+        .init("peers entry address of 20 bytes carrying 4", frame(type: t.peers, payload: be16(1) + Golden.addressA.bytes + be16(1) + be16(20) + [0x61, 0x62, 0x63, 0x64]), .countExceedsPayload),
+        .init("peers entry with an empty address", frame(type: t.peers, payload: be16(1) + entry([[]]) + [0]), .textLengthOutOfRange),
+        .init("peers second address empty", frame(type: t.peers, payload: be16(1) + entry([[0x61], []]) + [0]), .textLengthOutOfRange),
+        .init("peers entry address of 301 bytes", frame(type: t.peers, payload: be16(1) + entry([.init(repeating: 0x61, count: 301)])), .textLengthOutOfRange),
+        .init("peers entry address not UTF-8", frame(type: t.peers, payload: be16(1) + entry([[0x68, 0x3a, 0x31, 0xff]])), .invalidUTF8),
+        .init("peers second entry address with a surrogate", frame(type: t.peers, payload: be16(2) + goodEntry + entry([[0xed, 0xa0, 0x80]])), .invalidUTF8),
+        .init("peers with a byte after the last entry", frame(type: t.peers, payload: be16(1) + goodEntry + [0]), .trailingBytes),
+        .init("empty peers followed by an entry", frame(type: t.peers, payload: be16(0) + goodEntry), .trailingBytes),
     ]
 }
 

@@ -92,6 +92,16 @@ struct RandomMessages {
         case .streamError:
             let code = [StreamError.Code.binNotServed, .rangeEvicted, .overloaded, .badRequest, .shuttingDown][Int(random.next() % 5)]
             return .streamError(StreamError(ruid: u32(), code: code, message: text(bytesMax: ProtocolLimits.messageTextBytesMax)))
+        case .peersRequest:
+            return .peersRequest(PeersRequest(limit: UInt16(count(1...ProtocolLimits.hivePeersMax))))
+        case .peers:
+            // Entries repeat and addresses need not parse as "host:port": the codec checks sizes only.
+            let peers = (0..<count(0...ProtocolLimits.hivePeersMax)).map { _ in
+                PeerAddress(overlay: address(), addresses: (0..<count(1...ProtocolLimits.listenAddressesMax)).map { _ in
+                    text(bytesMin: 1, bytesMax: WireFormat.listenAddressBytesMax)
+                })
+            }
+            return .peers(Peers(peers: peers))
         }
     }
 }

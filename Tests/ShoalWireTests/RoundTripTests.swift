@@ -38,6 +38,10 @@ struct RoundTripTests {
             .chunkDelivery(ChunkDelivery(ruid: 1, chunks: .init(
                 repeating: DeliveredChunk(span: .max, payload: .init(repeating: 0x5a, count: Chunk.payloadMax)), count: ProtocolLimits.deliveryChunksMax))),
             .streamError(StreamError(ruid: 1, code: .shuttingDown, message: String(repeating: "m", count: 256))),
+            .peersRequest(PeersRequest(limit: UInt16(ProtocolLimits.hivePeersMax))),
+            .peers(Peers(peers: .init(
+                repeating: PeerAddress(overlay: Golden.addressA, addresses: .init(repeating: longest, count: ProtocolLimits.listenAddressesMax)),
+                count: ProtocolLimits.hivePeersMax))),
         ]
         for message in atLimits {
             let frame = try WireCodec.encodedBytes(message)
@@ -52,6 +56,7 @@ struct RoundTripTests {
             #expect(WireFormat.headerBytes + type.payloadBytesMax <= ProtocolLimits.frameBytesMax)
         }
         #expect(MessageType.chunkDelivery.payloadBytesMax == 262_790)  // 6 + 64 × (2 + 8 + 4096)
+        #expect(MessageType.peers.payloadBytesMax == 73_502)  // 2 + 30 × (32 + 2 + 8 × (2 + 300))
     }
 
     @Test("a delivered chunk carries Chunk.serialized, so its address is the hash of the bytes received")

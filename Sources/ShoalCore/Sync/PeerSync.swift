@@ -284,6 +284,8 @@ public struct PeerSync: Sendable {
             return [.close(goodbye.reason, goodbye.message, sayGoodbye: false)] + releaseAll()
         case .hello, .helloProof:
             return fault(.malformedRequest("handshake message after the handshake"))
+        case .peersRequest, .peers:
+            return [.hive(message)]
         }
     }
 
