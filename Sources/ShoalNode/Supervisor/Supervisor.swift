@@ -1,0 +1,232 @@
+import Locking
+import Logging
+import ShoalCore
+import ShoalStore
+import ShoalWire
+
+/// Turns the topology into connections and subscriptions. It owns the Kademlia table and
+/// address book (`Topology`), the bins each session syncs (`SubscriptionReconciler`) and
+/// dialling. Sessions tell it when they connect and end and what hive traffic they accepted;
+/// it tells sessions what to subscribe, cancel and send through their mailboxes, so it never
+/// waits for a peer. Every reconciliation goes to the journal in the store.
+///
+/// The decisions are the pure machines'; this actor reads the clock and the store, starts
+/// dials, and carries the decisions out.
+actor Supervisor {
+    struct Limits: Sendable {
+        var topology = TopologyLimits()
+        /// How often the table is looked at (dials due, pruning, the radius).
+        var intervalMs: UInt64 = 1_000
+        /// A newly connected peer is asked for this many peers.
+        var hiveAskLimit = UInt16(ProtocolLimits.hivePeersMax)
+    }
+
+    /// Connects to "host:port" and proves the peer; throws when it cannot.
+    typealias Dialer = @Sendable (String) async throws -> EstablishedConnection
+    /// Runs a session over an established connection until it ends.
+    typealias Server = @Sendable (EstablishedConnection) async -> Void
+
+    private let context: NodeContext
+    private let limits: Limits
+    private var topology: Topology
+    private var reconciler = SubscriptionReconciler()
+    private var radius = 0
+    private var sessions: [OverlayAddress: PeerSession] = [:]
+    private var random: SplitMix64
+    private var logger: Logger
+    /// Dials to start; `run` starts them in its task group.
+    private var dialQueue: [(overlay: OverlayAddress?, address: String)] = []
+    private var stopped = false
+
+    init(context: NodeContext, limits: Limits = Limits(), seed: UInt64) {
+        self.context = context
+        self.limits = limits
+        topology = Topology(base: context.overlay, limits: limits.topology)
+        random = SplitMix64(seed: seed)
+        logger = context.logger
+        if let records = try? context.store.read({ try $0.peers() }) {
+            topology.load(records.map {
+                KnownPeer(restoring: $0.overlay, addresses: $0.record.addresses, lastSeenMs: $0.record.lastSeenMs,
+                          score: $0.record.score, banUntilMs: $0.record.banUntilMs)
+            })
+        }
+        radius = Int((try? context.store.read { try $0.radius() }) ?? 0)
+    }
+
+    // MARK: Running
+
+    /// Looks at the table every `intervalMs` and runs the dials it decides, until cancelled.
+    func run(dial: @escaping Dialer, serve: @escaping Server) async {
+        await withTaskGroup(of: Void.self) { group in
+            while !Task.isCancelled && !stopped {
+                review()
+                for (overlay, address) in takeDials() {
+                    group.addTask { await self.dial(overlay, address, dial: dial, serve: serve) }
+                }
+                try? await context.clock.sleep(untilMs: context.clock.nowMs() + limits.intervalMs)
+            }
+            group.cancelAll()
+        }
+    }
+
+    func stop() { stopped = true }
+
+    private func takeDials() -> [(overlay: OverlayAddress?, address: String)] {
+        defer { dialQueue = [] }
+        return dialQueue
+    }
+
+    private func dial(_ overlay: OverlayAddress?, _ address: String, dial: Dialer, serve: Server) async {
+        let connection: EstablishedConnection
+        do {
+            connection = try await dial(address)
+        } catch {
+            dialFailed(overlay, address: address, error: "\(error)")
+            return
+        }
+        if let overlay, connection.peer.overlay != overlay {
+            // Gossip named another overlay for this address: the hint was wrong (or stale).
+            dialFailed(overlay, address: address, error: "the peer there is \(connection.peer.overlay.hex.prefix(16))")
+        }
+        await serve(connection)
+    }
+
+    private func dialFailed(_ overlay: OverlayAddress?, address: String, error: String) {
+        guard let overlay else { return }
+        topology.dialFailed(overlay, nowMs: context.clock.wallMs())
+        logger.debug("dial failed", metadata: ["peer.overlay": "\(overlay.hex.prefix(16))", "peer.address": "\(address)", "error": "\(error)"])
+    }
+
+    /// Dials due, peers to prune, the radius, and the subscriptions that follow.
+    private func review() {
+        let now = context.clock.wallMs()
+        if let stored = try? context.store.read({ try $0.radius() }), Int(stored) != radius {
+            radius = Int(stored)
+            for session in sessions.values { session.radiusChanged(radius) }
+        }
+        for overlay in topology.peersToPrune() {
+            sessions[overlay].map { session in Task { await session.goodbye(.tooManyPeers, "bin full") } }
+        }
+        for peer in topology.nextDials(nowMs: now) {
+            topology.dialStarted(peer.overlay)
+            let address = peer.addresses[peer.failedDials % peer.addresses.count]
+            dialQueue.append((peer.overlay, address))
+        }
+        reconcile()
+        topology.checkInvariants()
+    }
+
+    /// Diffs the bins each peer should give against what its session syncs, tells the
+    /// sessions, and journals the decision.
+    private func reconcile() {
+        let reconciliation = reconciler.reconcile(topology: topology, radius: radius)
+        guard !reconciliation.isEmpty else { return }
+        for change in reconciliation.changes {
+            guard let session = sessions[change.peer] else { continue }
+            if !change.cancel.isEmpty { session.change(.cancel(change.cancel)) }
+            if !change.subscribe.isEmpty { session.change(.subscribe(change.subscribe)) }
+        }
+        var batch = StoreBatch()
+        batch.journal = reconciliation.journalLines
+        context.writer.submit(batch) { _ in }
+        if reconciliation.oldDepth != reconciliation.newDepth || reconciliation.oldRadius != reconciliation.newRadius {
+            logger.info("topology changed", metadata: ["depth": "\(reconciliation.oldDepth)->\(reconciliation.newDepth)",
+                                                       "radius": "\(reconciliation.oldRadius)->\(reconciliation.newRadius)",
+                                                       "connected": "\(topology.connectedCount)"])
+        }
+    }
+
+    // MARK: Events from sessions
+
+    /// A session is established (its handshake proved the overlay).
+    func connected(_ session: PeerSession) {
+        let peer = session.peer
+        sessions[peer.overlay] = session
+        var addresses = peer.listenAddresses
+        if peer.outbound && !addresses.contains(peer.remoteAddress) { addresses.insert(peer.remoteAddress, at: 0) }
+        topology.connected(peer.overlay, addresses: addresses, nowMs: context.clock.wallMs())
+        session.radiusChanged(radius)
+        reconcile()
+        // Hive: ask the newcomer whom it knows, and tell our neighbours about it.
+        session.send([.peersRequest(PeersRequest(limit: limits.hiveAskLimit))])
+        if let entry = topology.peer(peer.overlay), !entry.addresses.isEmpty {
+            let announcement = Message.peers(Peers(peers: [PeerAddress(overlay: peer.overlay, addresses: entry.addresses)]))
+            let depth = topology.depth
+            for (overlay, other) in sessions where overlay != peer.overlay && topology.bin(of: overlay) >= depth {
+                other.send([announcement])
+            }
+        }
+    }
+
+    /// A session ended. `bannedUntilMs`: it ended for a fault, and the peer is banned.
+    func disconnected(_ session: PeerSession, bannedUntilMs: UInt64?) {
+        let overlay = session.peer.overlay
+        guard sessions[overlay] === session else { return }
+        sessions[overlay] = nil
+        topology.disconnected(overlay, nowMs: context.clock.wallMs())
+        if let bannedUntilMs { topology.banned(overlay, untilMs: bannedUntilMs) }
+        reconcile()
+    }
+
+    /// Peers a session's hive accepted from its peer: hints for the address book.
+    func learned(_ peers: [PeerAddress]) {
+        let now = context.clock.wallMs()
+        for entry in peers { topology.learned(entry.overlay, addresses: entry.addresses, nowMs: now) }
+    }
+
+    /// A peer asked whom we know: the peers it needs, at most `limit`.
+    func hiveAnswer(for asker: OverlayAddress, limit: Int) -> [PeerAddress] {
+        topology.hiveAnswer(for: asker, limit: limit, nowMs: context.clock.wallMs(), random: &random).map {
+            PeerAddress(overlay: $0.overlay, addresses: Array($0.addresses.prefix(ProtocolLimits.listenAddressesMax)))
+        }
+    }
+
+    /// Dial "host:port" now (an operator's request), outside the table's choice.
+    func dialNow(_ address: String) {
+        dialQueue.append((nil, address))
+    }
+
+    /// Disconnects a peer (an operator's request); it is not dialled again before its back-off.
+    func disconnect(_ overlay: OverlayAddress) -> Bool {
+        guard let session = sessions[overlay] else { return false }
+        Task { await session.goodbye(.shutdown, "disconnected by the operator") }
+        return true
+    }
+
+    // MARK: Status
+
+    func snapshot() async -> TopologyStatus {
+        var peers: [TopologyStatus.Peer] = []
+        for overlay in topology.connected {
+            peers.append(TopologyStatus.Peer(overlay: overlay.hex, po: topology.bin(of: overlay),
+                                             subscribedBins: (reconciler.current[overlay] ?? []).map(Int.init),
+                                             outbound: sessions[overlay]?.peer.outbound ?? false))
+        }
+        return TopologyStatus(depth: topology.depth, radius: radius, connected: topology.connectedCount,
+                              known: topology.knownCount, dialling: topology.diallingCount,
+                              bins: topology.binSummaries(), peers: peers)
+    }
+
+    var depth: Int { topology.depth }
+    var storageRadius: Int { radius }
+}
+
+/// The node's Kademlia table as the API shows it.
+public struct TopologyStatus: Sendable, Equatable, Codable {
+    public struct Peer: Sendable, Equatable, Codable {
+        public var overlay: String
+        /// Proximity order to this node (its bin, 0…31).
+        public var po: Int
+        /// The peer's bins this node syncs.
+        public var subscribedBins: [Int]
+        public var outbound: Bool
+    }
+
+    public var depth: Int
+    public var radius: Int
+    public var connected: Int
+    public var known: Int
+    public var dialling: Int
+    public var bins: [BinSummary]
+    public var peers: [Peer]
+}
