@@ -469,11 +469,34 @@ struct Pins: ParsableCommand {
 
 struct Journal: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the newest supervisor decisions from the journal, oldest first.")
+        abstract: "Show the newest supervisor decisions from the journal, oldest first.",
+        discussion: """
+            Lines are `key=value` tokens, the first `event=…` (Docs/Topology.md). --peer, --bin and \
+            --event keep the lines every given filter matches; older free-text entries are shown only \
+            without a filter. With a filter the whole journal is read (at most \(Schema.journalEntriesMax) entries).
+            """)
 
     @OptionGroup var location: StoreLocation
+    @Option(help: ArgumentHelp("Only lines about this peer: hex digits its overlay starts with (lines name a peer by its first 16).",
+                               valueName: "hex"))
+    var peer: String?
+    @Option(help: "Only lines naming this bin (0…31) in `bins=` or `bin=`.") var bin: Int?
+    @Option(help: ArgumentHelp("Only lines of this event: reconcile, subscribe, cancel, disconnect, …", valueName: "name"))
+    var event: String?
     @OptionGroup var limit: LimitOption
     @OptionGroup var output: OutputOptions
+
+    func validate() throws {
+        if let peer, peer.isEmpty || peer.count > 64 || !peer.allSatisfy(\.isHexDigit) {
+            throw ValidationError("--peer must be 1…64 hex digits; got '\(peer)'")
+        }
+        if let bin, !(0..<Proximity.binCount).contains(bin) {
+            throw ValidationError("--bin must be 0…\(Proximity.maxBin); got \(bin)")
+        }
+        if let event, event.isEmpty || event.contains(where: \.isWhitespace) || event.contains("=") {
+            throw ValidationError("--event must be one word, like subscribe; got '\(event)'")
+        }
+    }
 
     struct Entry: Encodable {
         var sequence: UInt64
@@ -483,23 +506,29 @@ struct Journal: ParsableCommand {
     }
 
     func run() throws {
+        let filter = JournalLine.Filter(peerPrefix: peer, bin: bin, event: event)
         try runReporting(json: output.json) {
             try location.withReadOnlyStore { store in
-                let (entries, total, snapshot) = try store.read { r in
-                    (try r.journal(limit: limit.count), try r.databaseStats().first { $0.name == Schema.Name.journal }?.stat.entries ?? 0,
-                     r.transactionID)
+                let (read, total, snapshot) = try store.read { r in
+                    (try r.journal(limit: filter.isEmpty ? limit.count : .max),
+                     try r.databaseStats().first { $0.name == Schema.Name.journal }?.stat.entries ?? 0, r.transactionID)
                 }
+                let matching = filter.isEmpty ? read : read.filter { filter.matches($0.entry.text) }
+                let entries = matching.suffix(limit.count)
                 let listing = Listing(json: output.json, arrayKey: "journal", textHeader: nil)
                 for (sequence, entry) in entries {
                     let e = Entry(sequence: sequence, timeMs: entry.timeMs, time: Format.time(ms: entry.timeMs), text: entry.text)
                     listing.add(e, text: Format.padLeft(e.sequence, 8) + "  " + (e.time ?? "-") + "  "
                                 + InspectFailure.oneLine(e.text))
                 }
-                let truncated = total > entries.count
+                let available = filter.isEmpty ? total : matching.count
+                let truncated = available > entries.count
+                let noun = filter.isEmpty ? "entries" : "matching entries"
                 listing.finish(trailer: ListingTrailer(count: listing.count, truncated: truncated, snapshotTransactionID: snapshot),
                                textFooter: truncated
-                                   ? "newest \(listing.count) of \(total) entries (raise --limit, or --limit 0 for all)"
-                                   : Format.listed(listing.count, truncated: false, "entry", "entries"))
+                                   ? "newest \(listing.count) of \(available) \(noun) (raise --limit, or --limit 0 for all)"
+                                   : filter.isEmpty ? Format.listed(listing.count, truncated: false, "entry", "entries")
+                                                    : "\(Format.count(listing.count, "matching entry", "matching entries")) of \(total)")
                 return ExitStatus.ok
             }
         }
