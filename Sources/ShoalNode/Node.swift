@@ -23,6 +23,8 @@ public final class Node: Service, Sendable {
     public let store: Store
     private let writer: StoreWriter
     private let context: NodeContext
+    /// Topology, dialling and subscriptions.
+    private let supervisor: Supervisor
     private let logger: Logger
     private let state = Locked(RunState())
     /// Held from `init` until `close()` (or until the node is released).
@@ -31,6 +33,7 @@ public final class Node: Service, Sendable {
     private struct RunState {
         var listeningPort: Int?
         var listener: Listener?
+        var transport: Transport?
         var shuttingDown = false
         var stopped = false
     }
@@ -52,6 +55,17 @@ public final class Node: Service, Sendable {
         self.logger = logger
         context = NodeContext(overlay: identity.overlay, store: store, writer: writer, inFlight: InFlightChunks(), logger: logger,
                               limits: configuration.session, clock: configuration.clock)
+        var supervisorLimits = Supervisor.Limits()
+        supervisorLimits.topology = configuration.topology
+        supervisor = Supervisor(context: context, limits: supervisorLimits, seed: UInt64.random(in: .min ... .max))
+    }
+
+    /// The addresses our hello names: `advertise` if set; otherwise where we listen, unless
+    /// that is a wildcard address (no peer could dial it).
+    private func advertised(port: Int) -> [String] {
+        if !configuration.advertise.isEmpty { return configuration.advertise }
+        let wildcard = ["0.0.0.0", "::", "[::]", ""].contains(configuration.listenHost)
+        return wildcard || port == 0 ? [] : ["\(configuration.listenHost):\(port)"]
     }
 
     public var overlay: OverlayAddress { identity.overlay }
@@ -63,7 +77,7 @@ public final class Node: Service, Sendable {
 
     public func run() async throws {
         var transportConfiguration = TransportConfiguration(identity: identity, epoch: store.epoch,
-                                                            advertisedAddresses: ["\(configuration.listenHost):\(configuration.listenPort)"])
+                                                            advertisedAddresses: advertised(port: configuration.listenPort))
         transportConfiguration.handshakeTimeout = configuration.handshakeTimeout
         transportConfiguration.inboundLimits = configuration.inboundLimits
         let transport = Transport(configuration: transportConfiguration, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
@@ -73,10 +87,14 @@ public final class Node: Service, Sendable {
         state.withLock {
             $0.listeningPort = listener.localPort
             $0.listener = listener
+            $0.transport = transport
         }
         if configuration.listenPort == 0 {
             // Bound to an ephemeral port: peers learn the real one from our hello.
-            try transport.advertise(["\(configuration.listenHost):\(listener.localPort)"])
+            try transport.advertise(advertised(port: listener.localPort))
+        }
+        if transport.advertisedAddresses.isEmpty {
+            logger.warning("listening on \(configuration.listenHost) without an address to advertise: peers cannot tell others where to reach this node (set --advertise host:port)")
         }
         logger.info("listening", metadata: ["listen.address": "\(configuration.listenHost):\(listener.localPort)"])
 
@@ -84,6 +102,14 @@ public final class Node: Service, Sendable {
             await withTaskGroup(of: Void.self) { group in
                 for peer in configuration.peers {
                     group.addTask { await self.keepDialling(peer, transport: transport) }
+                }
+                group.addTask {
+                    await self.supervisor.run(dial: { address in
+                        guard let (host, port) = Node.split(address) else {
+                            throw TransportError(.invalidConfiguration, "bad address \(address): want host:port")
+                        }
+                        return try await transport.dial(host: host, port: port)
+                    }, serve: { connection in await self.serve(connection) })
                 }
                 group.addTask { await self.waitForShutdown() }
                 group.addTask { await self.context.events.flushPeriodically() }
@@ -143,10 +169,17 @@ public final class Node: Service, Sendable {
             return
         }
         var delay = configuration.redialDelayMin
+        var overlay: OverlayAddress?
         while !isShuttingDown && !Task.isCancelled {
             let started = ContinuousClock.now
+            // Connected to that peer already (the topology dialled it, or it dialled us): wait.
+            if let overlay, context.sessions.withLock({ $0[overlay] != nil }) {
+                try? await Task.sleep(for: configuration.redialDelayMax)
+                continue
+            }
             do {
                 let connection = try await transport.dial(host: host, port: port)
+                overlay = connection.peer.overlay
                 await serve(connection)
             } catch {
                 logger.info("dial failed", metadata: ["peer.address": "\(address)", "error": "\(error)"])
@@ -185,7 +218,7 @@ public final class Node: Service, Sendable {
                     offence(peer)
                     return
                 }
-                let session = PeerSession(peer: peer, context: context, outbound: outbound,
+                let session = PeerSession(peer: peer, context: context, supervisor: supervisor, outbound: outbound,
                                           close: { channel.close(promise: nil) })
                 // One session per peer: of two connections between the same nodes, the one the
                 // node with the smaller overlay dialled survives.
@@ -209,10 +242,11 @@ public final class Node: Service, Sendable {
                 if let displaced { await displaced.goodbye(.tooManyPeers, "replaced by another connection") }
                 context.events.log("peer.connected", level: .info, "peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
-                // Every bin of every peer, until the supervisor narrows it to the topology.
-                session.change(.subscribe((0..<UInt8(Proximity.binCount)).map { $0 }))
+                await supervisor.connected(session)
                 await session.run(inbound: inbound)
-                if await session.droppedForFault { offence(peer) }
+                let dropped = await session.droppedForFault
+                if dropped { offence(peer) }
+                await supervisor.disconnected(session, bannedUntilMs: dropped ? bannedUntil(peer.overlay) ?? 0 : nil)
                 context.sessions.withLock { sessions in
                     if sessions[peer.overlay] === session { sessions[peer.overlay] = nil }
                 }
@@ -312,7 +346,7 @@ public final class Node: Service, Sendable {
             (try r.chunkCount(), try r.binCounts(), try r.cursors(), try r.radius())
         }
         return NodeStatus(overlay: identity.overlay.hex, networkID: identity.networkID, epoch: store.epoch, chunks: count,
-                          storageRadius: Int(radius),
+                          storageRadius: Int(radius), depth: context.depth.load(ordering: .relaxed),
                           bins: (0..<Proximity.binCount).map { NodeStatus.Bin(bin: $0, chunks: bins[$0], cursor: cursors[$0]) },
                           peers: context.sessions.withLock { $0.count },
                           listenAddress: listeningPort.map { "\(configuration.listenHost):\($0)" },
@@ -321,6 +355,31 @@ public final class Node: Service, Sendable {
                           chunksDuplicate: context.chunksDuplicate.load(ordering: .relaxed),
                           connections: .init(inbound: state.withLock { $0.listener?.status },
                                              outbound: context.sessions.withLock { $0.values.count(where: { $0.peer.outbound }) }))
+    }
+
+    /// The Kademlia table: depth, radius, bins, connected peers and the bins synced from each.
+    public func topology() async -> TopologyStatus {
+        await supervisor.snapshot()
+    }
+
+    /// Dials "host:port" now and runs a session with the peer there; returns once the
+    /// handshake proved who it is. Throws when the address is bad or the dial fails.
+    @discardableResult
+    public func connect(_ address: String) async throws -> PeerInfo {
+        guard let (host, port) = Node.split(address) else {
+            throw TransportError(.invalidConfiguration, "bad address \(address): want host:port")
+        }
+        guard let transport = state.withLock({ $0.transport }), !isShuttingDown else {
+            throw TransportError(.invalidConfiguration, "the node is not running")
+        }
+        let connection = try await transport.dial(host: host, port: port)
+        await supervisor.adopt(connection)
+        return connection.peer
+    }
+
+    /// Ends the session with a peer (goodbye); false when it is not connected.
+    public func disconnect(_ overlay: OverlayAddress) async -> Bool {
+        await supervisor.disconnect(overlay)
     }
 
     public func peers() async -> [PeerStatus] {

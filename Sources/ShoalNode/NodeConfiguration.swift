@@ -9,8 +9,13 @@ public struct NodeConfiguration: Sendable {
     /// Where peers connect; port 0 picks a free one (see `Node.listeningPort`).
     public var listenHost = "127.0.0.1"
     public var listenPort = 1634
-    /// "host:port" of peers to dial and keep dialling.
+    /// "host:port" of peers to dial and keep dialling (bootstrap: the rest are found through hive).
     public var peers: [String] = []
+    /// "host:port" addresses our hello tells peers to reach us at (and they tell others);
+    /// empty: the listen address, unless it is a wildcard such as 0.0.0.0.
+    public var advertise: [String] = []
+    /// The Kademlia table's limits (depth, saturation, dialling).
+    public var topology = TopologyLimits()
     /// Keep at most this many chunks (farthest bins evicted first); nil for unbounded.
     public var capacityChunks: UInt64?
     public var handshakeTimeout: Duration = .seconds(5)
@@ -52,6 +57,8 @@ public struct NodeStatus: Sendable, Equatable, Codable {
     public var epoch: UInt64
     public var chunks: Int
     public var storageRadius: Int
+    /// The neighbourhood depth (Docs/Topology.md).
+    public var depth: Int
     public var bins: [Bin]
     public var peers: Int
     public var listenAddress: String?

@@ -22,6 +22,8 @@ final class NodeContext: Sendable {
     let chunksServed = Atomic<Int>(0)
     let chunksReceived = Atomic<Int>(0)
     let chunksDuplicate = Atomic<Int>(0)
+    /// The depth the supervisor last computed (read without asking it).
+    let depth = Atomic<Int>(0)
     /// Readers on this node waiting for chunks to arrive.
     let arrivals = ChunkArrivals()
 

@@ -13,4 +13,13 @@ public struct PeerStatus: Sendable, Equatable, Codable {
     /// Milliseconds our deliveries to this peer waited for its serving budget
     /// (`SessionLimits.servedChunksPerSecondMax`).
     public var serveWaitedMs: UInt64
+    /// History requests this node may have out to the peer at once now (adapted to its
+    /// delivery rate), and that rate in chunks a second.
+    public var historyRequestsAllowed: Int
+    public var deliveryRate: Int
+    /// Replies to requests given up on (ignored), and penalties (batch timeouts).
+    public var lateReplies: Int
+    public var penalties: Int
+    /// Hive traffic from the peer.
+    public var hive: HiveCounters
 }

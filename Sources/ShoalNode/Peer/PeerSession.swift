@@ -34,6 +34,9 @@ public struct SessionLimits: Sendable {
 actor PeerSession {
     nonisolated let peer: PeerInfo
     private let context: NodeContext
+    private let supervisor: Supervisor
+    /// The peer's hive traffic: rate limits and which entries are worth passing on.
+    private var hive = HiveMachine()
     private let outbound: NIOAsyncChannelOutboundWriter<Message>
     private let closeChannel: @Sendable () -> Void
     private var logger: Logger
@@ -65,10 +68,11 @@ actor PeerSession {
         case cancel([UInt8])
     }
 
-    init(peer: PeerInfo, context: NodeContext, outbound: NIOAsyncChannelOutboundWriter<Message>,
+    init(peer: PeerInfo, context: NodeContext, supervisor: Supervisor, outbound: NIOAsyncChannelOutboundWriter<Message>,
          close: @escaping @Sendable () -> Void) {
         self.peer = peer
         self.context = context
+        self.supervisor = supervisor
         self.outbound = outbound
         self.closeChannel = close
         machine = PeerSync(peer: peer.overlay, base: context.overlay, epoch: peer.epoch, limits: context.limits.sync,
@@ -312,12 +316,34 @@ actor PeerSession {
                     closing = true
                     closeChannel()
                 }
-            case .hive:
-                break
+            case .hive(let message):
+                pending += await hiveReceived(message)
             }
         }
         machine.checkInvariants()
         await send(messages)
+    }
+
+    /// Hive: entries the peer's machine accepts go to the supervisor's address book; a request
+    /// within the rate is answered with the peers the supervisor picks for this peer.
+    private func hiveReceived(_ message: Message) async -> [PeerSync.Action] {
+        switch message {
+        case .peers(let peers):
+            let outcome = hive.peersReceived(peers, from: peer.overlay, base: context.overlay, nowMs: now)
+            hive.checkInvariants()
+            if !outcome.accepted.isEmpty { await supervisor.learned(outcome.accepted) }
+            return []
+        case .peersRequest(let request):
+            switch hive.requestReceived(request, nowMs: now) {
+            case .answer(let limit):
+                let candidates = await supervisor.hiveAnswer(for: peer.overlay, limit: limit)
+                return [.send([.peers(HiveMachine.answer(candidates, limit: limit))])]
+            case .fault(let fault):
+                return machine.faultDetected(fault)
+            }
+        default:
+            return []
+        }
     }
 
     private func drop(_ fault: PeerFault) async {
@@ -399,7 +425,9 @@ actor PeerSession {
     func snapshot() -> PeerStatus {
         PeerStatus(overlay: peer.overlay.hex, address: peer.remoteAddress, outbound: peer.outbound, epoch: machine.epoch,
                    bins: machine.binStatus, faults: machine.faults, score: machine.score,
-                   serveWaitedMs: machine.counters.serveWaitedMs)
+                   serveWaitedMs: machine.counters.serveWaitedMs, historyRequestsAllowed: machine.historyAllowed,
+                   deliveryRate: Int(machine.deliveryRate), lateReplies: machine.counters.lateReplies,
+                   penalties: machine.counters.penalties, hive: hive.counters)
     }
 
     /// Whether a protocol fault ended (or is ending) this session.

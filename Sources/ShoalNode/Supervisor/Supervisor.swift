@@ -34,8 +34,12 @@ actor Supervisor {
     private var sessions: [OverlayAddress: PeerSession] = [:]
     private var random: SplitMix64
     private var logger: Logger
-    /// Dials to start; `run` starts them in its task group.
+    /// Dials to start, and connections made elsewhere to serve; `run` starts them in its task group.
     private var dialQueue: [(overlay: OverlayAddress?, address: String)] = []
+    private var adopted: [EstablishedConnection] = []
+    private var nextReviewMs: UInt64 = 0
+    /// How often `run` looks for queued work between reviews.
+    private static let pollMs: UInt64 = 50
     private var stopped = false
 
     init(context: NodeContext, limits: Limits = Limits(), seed: UInt64) {
@@ -59,17 +63,33 @@ actor Supervisor {
     func run(dial: @escaping Dialer, serve: @escaping Server) async {
         await withTaskGroup(of: Void.self) { group in
             while !Task.isCancelled && !stopped {
-                review()
+                if context.clock.nowMs() >= nextReviewMs {
+                    review()
+                    nextReviewMs = context.clock.nowMs() + limits.intervalMs
+                }
                 for (overlay, address) in takeDials() {
                     group.addTask { await self.dial(overlay, address, dial: dial, serve: serve) }
                 }
-                try? await context.clock.sleep(untilMs: context.clock.nowMs() + limits.intervalMs)
+                for connection in takeAdopted() {
+                    group.addTask { await serve(connection) }
+                }
+                try? await context.clock.sleep(untilMs: context.clock.nowMs() + Self.pollMs)
             }
             group.cancelAll()
         }
     }
 
     func stop() { stopped = true }
+
+    private func takeAdopted() -> [EstablishedConnection] {
+        defer { adopted = [] }
+        return adopted
+    }
+
+    /// Serves a connection dialled elsewhere (an operator's `POST /peers`).
+    func adopt(_ connection: EstablishedConnection) {
+        adopted.append(connection)
+    }
 
     private func takeDials() -> [(overlay: OverlayAddress?, address: String)] {
         defer { dialQueue = [] }
@@ -120,6 +140,7 @@ actor Supervisor {
     /// sessions, and journals the decision.
     private func reconcile() {
         let reconciliation = reconciler.reconcile(topology: topology, radius: radius)
+        context.depth.store(reconciliation.newDepth, ordering: .relaxed)
         guard !reconciliation.isEmpty else { return }
         for change in reconciliation.changes {
             guard let session = sessions[change.peer] else { continue }
@@ -179,11 +200,6 @@ actor Supervisor {
         topology.hiveAnswer(for: asker, limit: limit, nowMs: context.clock.wallMs(), random: &random).map {
             PeerAddress(overlay: $0.overlay, addresses: Array($0.addresses.prefix(ProtocolLimits.listenAddressesMax)))
         }
-    }
-
-    /// Dial "host:port" now (an operator's request), outside the table's choice.
-    func dialNow(_ address: String) {
-        dialQueue.append((nil, address))
     }
 
     /// Disconnects a peer (an operator's request); it is not dialled again before its back-off.
