@@ -141,7 +141,16 @@ let package = Package(
             path: "Tools/shoal-wire-fuzz"
         ),
 
+        // Helpers the test targets share (decision 0022): a manual clock, seeded chunks, bounded
+        // waits, temporary directories and stores that report leaked transactions. It imports
+        // the toolchain's `Testing` to record issues; only test targets depend on it.
+        .target(name: "ShoalTestSupport", dependencies: ["ShoalCore", "ShoalStore", "LMDB", "Locking"]),
+
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
+        .testTarget(
+            name: "ShoalTestSupportTests",
+            dependencies: ["ShoalTestSupport", "ShoalStore", "LMDB", "ShoalCore", "Locking"]
+        ),
         .testTarget(
             name: "ShoalWireTests",
             dependencies: [
