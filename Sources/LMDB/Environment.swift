@@ -101,6 +101,9 @@ public final class Environment: @unchecked Sendable {
 
     deinit { close() }
 
+    /// Whether `close()` has been called: nothing may be asked of a closed environment.
+    public var isClosed: Bool { closed.withLock { $0 } }
+
     /// Closes the environment. Every transaction must have ended.
     public func close() {
         let wasOpen = closed.withLock { isClosed in
