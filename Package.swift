@@ -163,7 +163,7 @@ let package = Package(
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "ShoalCore"]),
         .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
-        .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
+        .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "ShoalTestSupport"]),
         .testTarget(
             name: "ShoalAPITests",
             dependencies: [
