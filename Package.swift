@@ -179,7 +179,7 @@ let package = Package(
         .testTarget(
             name: "ShoalNodeTests",
             dependencies: [
-                "ShoalNode", "ShoalCore", "ShoalWire", "ShoalStore", "Locking",
+                "ShoalNode", "ShoalCore", "ShoalWire", "ShoalStore", "Locking", "ShoalTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
