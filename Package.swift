@@ -167,7 +167,7 @@ let package = Package(
         .testTarget(
             name: "ShoalAPITests",
             dependencies: [
-                "ShoalAPI", "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "shoal", "Locking",
+                "ShoalAPI", "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "shoal", "Locking", "ShoalTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
