@@ -191,7 +191,7 @@ let package = Package(
         .testTarget(
             name: "ShoalCLITests",
             dependencies: [
-                "shoal", "ShoalAPI", "ShoalCore", "Locking",
+                "shoal", "ShoalAPI", "ShoalCore", "Locking", "ShoalTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
