@@ -198,7 +198,7 @@ let package = Package(
         // Runs the built executables as real processes (the inspector, the crash loop).
         .testTarget(
             name: "ToolTests",
-            dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "lmdb-inspect", "shoal-bench", "shoal"]
+            dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "ShoalTestSupport", "lmdb-inspect", "shoal-bench", "shoal"]
         ),
     ],
     swiftLanguageModes: [.v6]
