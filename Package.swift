@@ -162,7 +162,7 @@ let package = Package(
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "ShoalCore"]),
-        .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
+        .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore", "ShoalTestSupport"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "ShoalTestSupport"]),
         .testTarget(
             name: "ShoalAPITests",
