@@ -141,7 +141,16 @@ let package = Package(
             path: "Tools/shoal-wire-fuzz"
         ),
 
+        // Helpers the test targets share (decision 0022): a manual clock, seeded chunks, bounded
+        // waits, temporary directories and stores that report leaked transactions. It imports
+        // the toolchain's `Testing` to record issues; only test targets depend on it.
+        .target(name: "ShoalTestSupport", dependencies: ["ShoalCore", "ShoalStore", "LMDB", "Locking"]),
+
         .testTarget(name: "LMDBTests", dependencies: ["LMDB"]),
+        .testTarget(
+            name: "ShoalTestSupportTests",
+            dependencies: ["ShoalTestSupport", "ShoalStore", "LMDB", "ShoalCore", "Locking"]
+        ),
         .testTarget(
             name: "ShoalWireTests",
             dependencies: [
@@ -153,12 +162,12 @@ let package = Package(
         ),
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "ShoalCore"]),
-        .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore"]),
-        .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking"]),
+        .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore", "ShoalTestSupport"]),
+        .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "ShoalTestSupport"]),
         .testTarget(
             name: "ShoalAPITests",
             dependencies: [
-                "ShoalAPI", "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "shoal", "Locking",
+                "ShoalAPI", "ShoalNode", "ShoalCore", "ShoalStore", "ShoalFiles", "shoal", "Locking", "ShoalTestSupport",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -170,7 +179,7 @@ let package = Package(
         .testTarget(
             name: "ShoalNodeTests",
             dependencies: [
-                "ShoalNode", "ShoalCore", "ShoalWire", "ShoalStore", "Locking",
+                "ShoalNode", "ShoalCore", "ShoalWire", "ShoalStore", "Locking", "ShoalTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -182,14 +191,14 @@ let package = Package(
         .testTarget(
             name: "ShoalCLITests",
             dependencies: [
-                "shoal", "ShoalAPI", "ShoalCore", "Locking",
+                "shoal", "ShoalAPI", "ShoalCore", "Locking", "ShoalTestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
         // Runs the built executables as real processes (the inspector, the crash loop).
         .testTarget(
             name: "ToolTests",
-            dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "lmdb-inspect", "shoal-bench", "shoal"]
+            dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "ShoalTestSupport", "lmdb-inspect", "shoal-bench", "shoal"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,5 +1,6 @@
 import Locking
 import CLMDB
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +45,11 @@ public final class Environment: @unchecked Sendable {
     private let closed = Locked(false)
     /// Stale reader slots (of dead processes) cleared when this environment was opened.
     public let staleReadersCleared: Int
+    /// Transactions begun and not yet ended, in this process. Counts only: they guard no
+    /// other memory, so relaxed atomics do (one uncontended add per begin and per end, beside
+    /// the shared `resizeLock` every transaction already takes).
+    private let readsOpen = Atomic<Int>(0)
+    private let writesOpen = Atomic<Int>(0)
 
     public init(path: String, options: Options = Options()) throws {
         self.options = options
@@ -95,6 +101,9 @@ public final class Environment: @unchecked Sendable {
 
     deinit { close() }
 
+    /// Whether `close()` has been called: nothing may be asked of a closed environment.
+    public var isClosed: Bool { closed.withLock { $0 } }
+
     /// Closes the environment. Every transaction must have ended.
     public func close() {
         let wasOpen = closed.withLock { isClosed in
@@ -130,10 +139,12 @@ public final class Environment: @unchecked Sendable {
         // "Another process wrote data beyond this MDB_env's mapsize" (lmdb.h): adopt its size.
         if rc == MDB_MAP_RESIZED { throw MapResizedByAnotherProcess() }
         try LMDBError.check(rc, "mdb_txn_begin(read)")
+        readsOpen.add(1, ordering: .relaxed)
         let transaction = Transaction(txn!, environment: self, writable: false)
         defer {
             transaction.end()
             mdb_txn_abort(txn)
+            readsOpen.subtract(1, ordering: .relaxed)
         }
         return try body(transaction)
     }
@@ -161,6 +172,9 @@ public final class Environment: @unchecked Sendable {
     private func writeOnce<R>(_ body: (Transaction) throws -> R) throws -> R {
         var txn: OpaquePointer?
         try LMDBError.check(mdb_txn_begin(env, nil, 0, &txn), "mdb_txn_begin(write)")
+        writesOpen.add(1, ordering: .relaxed)
+        // Every way out below ends the transaction: abort, or commit (which frees it either way).
+        defer { writesOpen.subtract(1, ordering: .relaxed) }
         let transaction = Transaction(txn!, environment: self, writable: true)
         let result: R
         do {
@@ -214,6 +228,8 @@ public final class Environment: @unchecked Sendable {
         return try resizeLock.withShared {
             var txn: OpaquePointer?
             try LMDBError.check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn), "mdb_txn_begin(read)")
+            readsOpen.add(1, ordering: .relaxed)
+            defer { readsOpen.subtract(1, ordering: .relaxed) }
             let transaction = Transaction(txn!, environment: self, writable: false)
             let db: Database
             do {
@@ -236,6 +252,9 @@ public final class Environment: @unchecked Sendable {
         public var lastPageNumber: Int
         public var lastTransactionID: Int
         public var maxReaders: Int
+        /// Reader lock table slots ever used (`me_numreaders`): a high-water mark that never
+        /// goes down, not the slots in use now. For those see `readers()`; for this process's
+        /// own transactions, `openTransactions`.
         public var readersUsed: Int
     }
 
@@ -245,6 +264,27 @@ public final class Environment: @unchecked Sendable {
         return Info(mapSize: raw.me_mapsize, lastPageNumber: raw.me_last_pgno,
                     lastTransactionID: raw.me_last_txnid, maxReaders: Int(raw.me_maxreaders),
                     readersUsed: Int(raw.me_numreaders))
+    }
+
+    /// Transactions of this environment begun in this process and not yet committed or aborted.
+    public struct OpenTransactions: Sendable, Equatable, CustomStringConvertible {
+        public var reads: Int
+        public var writes: Int
+
+        public init(reads: Int, writes: Int) {
+            self.reads = reads
+            self.writes = writes
+        }
+
+        public var total: Int { reads + writes }
+        public var description: String { "\(reads) read, \(writes) write" }
+    }
+
+    /// The transactions running now in this process. Exact, unlike the reader table
+    /// (`readers()`), which also holds other processes' slots, and unlike `Info.readersUsed`,
+    /// which only grows.
+    public var openTransactions: OpenTransactions {
+        OpenTransactions(reads: readsOpen.load(ordering: .relaxed), writes: writesOpen.load(ordering: .relaxed))
     }
 
     public struct Stat: Sendable, Equatable, Codable {

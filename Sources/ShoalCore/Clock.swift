@@ -1,28 +1,48 @@
+// The one place ShoalCore reads the operating system: `SystemClock` needs `clock_gettime`.
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
-/// Time for the shells (actors). Machines never read a clock: they take `now` as a parameter,
-/// and the actor that drives them reads it from the `ShoalClock` it was given, so tests and
-/// simulations can run the same actors on a clock they move themselves.
+/// Where the node's actors get the time.
+///
+/// Machines never read a clock: every event that depends on time takes `nowMs` as a
+/// parameter. The shells around them (actors, the supervisor, sessions) read an injected
+/// `ShoalClock` and pass what they read in, so a test gives them a manual clock and moves time
+/// itself, and a simulation replays the same times from its seed.
 public protocol ShoalClock: Sendable {
-    /// Milliseconds of a monotonic clock (only differences mean something).
+    /// Monotonic milliseconds: never go back, unrelated to the calendar. Compare and subtract
+    /// them; do not store them across restarts. They may start near zero.
     func nowMs() -> UInt64
-    /// Milliseconds since 1970 (for records that outlive the process: bans, last seen).
+
+    /// Milliseconds since 1970-01-01 UTC. May jump (NTP, an operator): for what is stored or
+    /// told to peers (`lastSeenMs`, bans), never for measuring durations.
     func wallMs() -> UInt64
-    /// Returns once `nowMs()` reached `untilMs`; throws `CancellationError` when cancelled.
+
+    /// Returns once `nowMs()` has reached `untilMs` (at once if it already has). Throws
+    /// `CancellationError` as soon as the calling task is cancelled.
     func sleep(untilMs: UInt64) async throws
 }
 
-/// The system's clocks.
+extension ShoalClock {
+    /// Sleeps `ms` milliseconds of this clock's time.
+    public func sleep(forMs ms: UInt64) async throws {
+        try await sleep(untilMs: nowMs() &+ ms)
+    }
+}
+
+/// The operating system's clocks: `ContinuousClock` for monotonic time and sleeping,
+/// `CLOCK_REALTIME` for wall time.
 public struct SystemClock: ShoalClock {
-    private let origin = ContinuousClock.now
+    /// Monotonic time zero for every `SystemClock` of this process: the first time one is read.
+    private static let origin = ContinuousClock.now
 
     public init() {}
 
     public func nowMs() -> UInt64 {
-        let elapsed = ContinuousClock.now - origin
-        return UInt64(elapsed.components.seconds) * 1000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000_000)
+        let elapsed = SystemClock.origin.duration(to: .now).components
+        return UInt64(elapsed.seconds) &* 1000 &+ UInt64(elapsed.attoseconds / 1_000_000_000_000_000)
     }
 
     public func wallMs() -> UInt64 {
@@ -32,8 +52,9 @@ public struct SystemClock: ShoalClock {
     }
 
     public func sleep(untilMs: UInt64) async throws {
-        let now = nowMs()
-        guard untilMs > now else { return try Task.checkCancellation() }
-        try await Task.sleep(for: .milliseconds(Int64(untilMs - now)))
+        // Sleeps to the instant itself, not for a duration computed from `nowMs()`, so the
+        // deadline does not drift by the time between reading and sleeping.
+        let deadline = SystemClock.origin + .milliseconds(Int64(clamping: untilMs))
+        try await Task.sleep(until: deadline, clock: .continuous)
     }
 }

@@ -183,11 +183,7 @@ public final class Store: @unchecked Sendable {
             pinned: Table(try env.openDatabase(n.pinned)))
     }
 
-    public static func wallClockMs() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
-    }
+    public static func wallClockMs() -> UInt64 { SystemClock().wallMs() }
 
     // MARK: Writing
 

@@ -169,6 +169,28 @@ struct EnvironmentTests {
         #expect(t.env.readers().count <= Int(t.env.options.maxReaders))
     }
 
+    @Test func openTransactionsCountsEachTransactionUntilItEnds() throws {
+        let t = try TestEnvironment()
+        let none = Environment.OpenTransactions(reads: 0, writes: 0)
+        let db = try t.env.openDatabase("c", create: true)
+        #expect(t.env.openTransactions == none)
+        try t.env.write { txn in
+            #expect(t.env.openTransactions == .init(reads: 0, writes: 1))
+            try txn.put(db, [1], [1])
+        }
+        struct Boom: Error {}
+        #expect(throws: Boom.self) { try t.env.write { _ in throw Boom() } }
+        try t.env.read { _ in
+            try t.env.read { _ in #expect(t.env.openTransactions == .init(reads: 2, writes: 0)) }
+            #expect(t.env.openTransactions == .init(reads: 1, writes: 0))
+        }
+        #expect(throws: Boom.self) { try t.env.read { _ in throw Boom() } }
+        _ = try t.env.openDatabase("c")
+        #expect(t.env.openTransactions == none)
+        // With MDB_NOTLS an ended read gives its reader slot back: none is left to this process.
+        #expect(t.env.readers().filter { $0.pid == Int(getpid()) } == [])
+    }
+
     @Test func openingAMissingDirectoryFailsWithENOENT() {
         let error = #expect(throws: LMDBError.self) { try Environment(path: "/nonexistent/shoal/\(UUID())") }
         #expect(error?.name == "ENOENT")

@@ -4,13 +4,14 @@ import HummingbirdTesting
 import ShoalAPI
 import ShoalCore
 import ShoalNode
+import ShoalTestSupport
 import Testing
 
 /// The HTTP API over a real node in a temporary directory.
 struct ChunkEndpointTests {
     @Test func anUploadedChunkIsStoredAndReadBackByteForByte() async throws {
-        var source = ChunkSource(seed: 1)
-        let chunk = source.next(size: 1000, span: 123_456)
+        var source = SeededChunks(seed: 1)
+        let chunk = source.chunk(size: 1000, span: 123_456)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let posted = try await client.upload(chunk)
@@ -32,8 +33,8 @@ struct ChunkEndpointTests {
     }
 
     @Test func uppercaseHexNamesTheSameChunk() async throws {
-        var source = ChunkSource(seed: 2)
-        let chunk = source.next(size: 10)
+        var source = SeededChunks(seed: 2)
+        let chunk = source.chunk(size: 10)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 _ = try await client.upload(chunk)
@@ -45,8 +46,8 @@ struct ChunkEndpointTests {
     }
 
     @Test func uploadingAStoredChunkAgainAnswers200AndStoresNothingNew() async throws {
-        var source = ChunkSource(seed: 3)
-        let chunk = source.next(size: 4096)
+        var source = SeededChunks(seed: 3)
+        let chunk = source.chunk(size: 4096)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let first = try decode(UploadResponse.self, try await client.upload(chunk))
@@ -65,8 +66,8 @@ struct ChunkEndpointTests {
     }
 
     @Test func chunksOfOneBinGetConsecutiveBinIDs() async throws {
-        var source = ChunkSource(seed: 4)
-        let chunks = (0..<40).map { _ in source.next(size: 64) }
+        var source = SeededChunks(seed: 4)
+        let chunks = (0..<40).map { _ in source.chunk(size: 64) }
         try await withTestNode { node in
             let answers = try await withAPI(node) { client in
                 var answers: [UploadResponse] = []
@@ -124,8 +125,8 @@ struct ChunkEndpointTests {
     }
 
     @Test func aFullSizeChunkOf4104BytesIsAccepted() async throws {
-        var source = ChunkSource(seed: 5)
-        let chunk = source.next(size: Chunk.payloadMax)
+        var source = SeededChunks(seed: 5)
+        let chunk = source.chunk(size: Chunk.payloadMax)
         #expect(chunk.serialized.count == Chunk.serializedMax)
         try await withTestNode { node in
             try await withAPI(node) { client in
@@ -138,8 +139,8 @@ struct ChunkEndpointTests {
     }
 
     @Test func headOfAStoredChunkIs200WithoutABody() async throws {
-        var source = ChunkSource(seed: 6)
-        let chunk = source.next(size: 100)
+        var source = SeededChunks(seed: 6)
+        let chunk = source.chunk(size: 100)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 _ = try await client.upload(chunk)
@@ -152,8 +153,8 @@ struct ChunkEndpointTests {
     }
 
     @Test func anUploadAfterTheNodeClosedIs503() async throws {
-        var source = ChunkSource(seed: 7)
-        let chunk = source.next(size: 100)
+        var source = SeededChunks(seed: 7)
+        let chunk = source.chunk(size: 100)
         try await withTestNode { node in
             node.close()
             try await withAPI(node) { client in
@@ -167,8 +168,8 @@ struct ChunkEndpointTests {
 
 struct StatusEndpointTests {
     @Test func statusCountsChunksPerBinAndTheirCursors() async throws {
-        var source = ChunkSource(seed: 10)
-        let chunks = (0..<25).map { _ in source.next(size: 200) }
+        var source = SeededChunks(seed: 10)
+        let chunks = (0..<25).map { _ in source.chunk(size: 200) }
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let before = try decode(NodeStatus.self, try await client.get("/status"))

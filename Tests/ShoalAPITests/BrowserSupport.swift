@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ShoalNode
+import ShoalTestSupport
 import Testing
 
 /// Debian's `chromium`, headless, for the status page test: it loads a page, runs its scripts
@@ -40,11 +41,10 @@ enum Chromium {
         guard let binary = path else {
             throw Failure(description: "SHOAL_BROWSER_TEST=required, but no chromium was found (apt-get install chromium)")
         }
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-chromium-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: scratch) }
-        let outPath = scratch.appendingPathComponent("dom.html").path
-        let errPath = scratch.appendingPathComponent("stderr.txt").path
+        let scratch = try TemporaryDirectory("shoal-chromium")
+        defer { scratch.remove() }
+        let outPath = scratch.sub("dom.html")
+        let errPath = scratch.sub("stderr.txt")
         for file in [outPath, errPath] {
             guard FileManager.default.createFile(atPath: file, contents: nil) else { throw Failure(description: "cannot create \(file)") }
         }
@@ -55,7 +55,7 @@ enum Chromium {
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
             "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-sync",
             "--disable-background-networking", "--disable-component-update", "--mute-audio",
-            "--user-data-dir=\(scratch.appendingPathComponent("profile").path)",
+            "--user-data-dir=\(scratch.sub("profile"))",
             "--virtual-time-budget=\(virtualMilliseconds)", "--dump-dom", url,
         ]
         // Files, not pipes: nothing has to drain them while the browser runs.
@@ -120,8 +120,8 @@ struct DumpedPage {
 /// A node running (`run()`) on 127.0.0.1, port 0, dialling `peers`, for the duration of
 /// `body`, which gets the node and its "host:port". Stopped, closed and removed afterwards.
 func withRunningNode<R>(peers: [String] = [], _ body: (Node, String) async throws -> R) async throws -> R {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-api-run-\(UUID().uuidString)").path
-    var configuration = NodeConfiguration(dataDirectory: directory)
+    let directory = try TemporaryDirectory("shoal-api-run")
+    var configuration = NodeConfiguration(dataDirectory: directory.path)
     configuration.listenHost = "127.0.0.1"
     configuration.listenPort = 0
     configuration.peers = peers
@@ -134,7 +134,7 @@ func withRunningNode<R>(peers: [String] = [], _ body: (Node, String) async throw
     let task = Task { try await node.run() }
     let result: Result<R, any Error>
     do {
-        try await waitUntil(60, "the node listens") { node.listeningPort != nil }
+        try await eventually("the node listens", within: TestTimeouts.listening) { node.listeningPort != nil }
         result = .success(try await body(node, "127.0.0.1:\(node.listeningPort ?? 0)"))
     } catch {
         result = .failure(error)
@@ -142,16 +142,7 @@ func withRunningNode<R>(peers: [String] = [], _ body: (Node, String) async throw
     task.cancel()
     _ = try? await task.value
     node.close()
-    try? FileManager.default.removeItem(atPath: directory)
+    directory.remove()
     return try result.get()
 }
 
-/// Polls `condition` every 20 ms until it holds; fails after `seconds`.
-func waitUntil(_ seconds: Double, _ what: String, _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    throw Chromium.Failure(description: "timed out after \(seconds) s waiting until \(what)")
-}

@@ -1,5 +1,6 @@
 import Foundation
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 /// `shoal start` as a real process: the ready line, the API, SIGTERM, exit status, restart.
@@ -9,9 +10,9 @@ import Testing
 @Suite(.enabled(if: ShoalProcess.binaryExists, "the shoal executable is not built beside the tests"))
 struct DaemonProcessTests {
     @Test func aStartedNodeAnnouncesItsPortsServesTheAPIAndStopsCleanlyOnSIGTERM() async throws {
-        let directory = try TemporaryDirectory()
-        var source = ChunkSource(seed: 30)
-        let chunk = source.next(size: 777)
+        let directory = try TemporaryDirectory("shoal-daemon")
+        var source = SeededChunks(seed: 30)
+        let chunk = source.chunk(size: 777)
 
         let first = try ShoalProcess.start(["--data-dir", directory.path + "/node", "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"])
         let ready = try await first.readyLine()
@@ -49,25 +50,13 @@ struct DaemonProcessTests {
     }
 
     @Test func aBadConfigFileLineIsAConfigurationErrorNamingTheLine() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-daemon")
         let file = directory.path + "/shoal.conf"
         try "# test\nlisten = 127.0.0.1:0\nnetwork-id = many\n".write(toFile: file, atomically: true, encoding: .utf8)
         let process = try ShoalProcess.start(["--config", file, "--data-dir", directory.path + "/node"])
         #expect(try await process.exitStatus() == 64)
         #expect(process.standardError.contains("shoal.conf:3 (network-id)"))
     }
-}
-
-/// A fresh temporary directory, removed when the value is released.
-final class TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-daemon-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
 /// One `shoal start` process with its output collected.

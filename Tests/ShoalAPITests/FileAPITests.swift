@@ -7,13 +7,8 @@ import ShoalCore
 import ShoalFiles
 import ShoalNode
 import ShoalStore
+import ShoalTestSupport
 import Testing
-
-/// Seeded random bytes, so a failing test replays.
-func fileBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var rng = SplitMix64(seed: seed)
-    return rng.bytes(count)
-}
 
 extension TestClientProtocol {
     func uploadFile(_ bytes: [UInt8], headers: HTTPFields = [:]) async throws -> TestResponse {
@@ -37,7 +32,7 @@ private func field(_ name: String) -> HTTPField.Name { HTTPField.Name(name)! }
 struct FileUploadTests {
     @Test(arguments: [1, 4095, 4096, 4097, 128 * 4096, 128 * 4096 + 1, 1_500_000])
     func aFileUploadedIsReadBackByteForByte(size: Int) async throws {
-        let bytes = fileBytes(size, seed: UInt64(size))
+        let bytes = seededBytes(size, seed: UInt64(size))
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let response = try await client.uploadFile(bytes)
@@ -58,7 +53,7 @@ struct FileUploadTests {
     }
 
     @Test func theSameBytesGiveTheSameReferenceAndStoreNothingNew() async throws {
-        let bytes = fileBytes(300_000, seed: 9)
+        let bytes = seededBytes(300_000, seed: 9)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let first = try await client.storeFile(bytes)
@@ -72,7 +67,7 @@ struct FileUploadTests {
 
     @Test(arguments: ["medium", "strong", "insane", "paranoid", "1", "4"])
     func redundancyAddsParityAndReadsTheSameBytes(level: String) async throws {
-        let bytes = fileBytes(200 * 4096 + 17, seed: 11)
+        let bytes = seededBytes(200 * 4096 + 17, seed: 11)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let plain = try await client.storeFile(bytes)
@@ -108,7 +103,7 @@ struct FileUploadTests {
 struct FileDownloadTests {
     @Test func rangesAreServedAs206AndBadOnesAreRefused() async throws {
         let size = 3 * 128 * 4096 + 1000
-        let bytes = fileBytes(size, seed: 21)
+        let bytes = seededBytes(size, seed: 21)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let ref = try await client.storeFile(bytes)
@@ -132,7 +127,7 @@ struct FileDownloadTests {
     }
 
     @Test func headAnswersTheHeadersOfGet() async throws {
-        let bytes = fileBytes(10_000, seed: 22)
+        let bytes = seededBytes(10_000, seed: 22)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let ref = try await client.storeFile(bytes)
@@ -151,11 +146,11 @@ struct FileDownloadTests {
                 let absent = String(repeating: "ab", count: 32)
                 try expectError(try await client.get("/bytes/\(absent)?local=true"), .notFound, .missingChunks)
                 // A chunk that claims 5,000 bytes below it but holds 100 bytes, not references.
-                let notATree = try Chunk(span: 5000, payload: fileBytes(100, seed: 23))
+                let notATree = try Chunk(span: 5000, payload: seededBytes(100, seed: 23))
                 _ = try await client.upload(notATree)
                 try expectError(try await client.get("/bytes/\(notATree.address.hex)"), .unprocessableContent, .invalidTree)
                 // An intermediate whose span disagrees with its one leaf.
-                let leaf = try Chunk(payload: fileBytes(4096, seed: 24))
+                let leaf = try Chunk(payload: seededBytes(4096, seed: 24))
                 let liar = try Chunk(span: 9000, payload: leaf.address.bytes)
                 _ = try await client.upload(leaf)
                 _ = try await client.upload(liar)
@@ -170,7 +165,7 @@ struct FileDownloadTests {
     @Test func aDownloadWaitsForAMissingChunkToArriveAndLocalDoesNot() async throws {
         // The file is split here but stored only later, as pull sync would bring it.
         var splitter = FileSplitter()
-        var chunks = try splitter.append(fileBytes(40_000, seed: 25))
+        var chunks = try splitter.append(seededBytes(40_000, seed: 25))
         let (root, _, last) = try splitter.finish()
         chunks += last
         let arriving = chunks
@@ -187,7 +182,7 @@ struct FileDownloadTests {
                 let got = try await client.get("/bytes/\(root.hex)", headers: [field(FileHeaders.waitSeconds): "20"])
                 try await arrival.value
                 #expect(got.status == .ok)
-                #expect(got.body.bytes == fileBytes(40_000, seed: 25))
+                #expect(got.body.bytes == seededBytes(40_000, seed: 25))
                 try expectError(try await client.get("/bytes/\(root.hex)", headers: [field(FileHeaders.waitSeconds): "x"]),
                                 .badRequest, .invalidHeader)
             }
@@ -197,13 +192,13 @@ struct FileDownloadTests {
 
 struct PinAPITests {
     @Test func pinsAreMadeListedAndRemoved() async throws {
-        let bytes = fileBytes(600_000, seed: 31)
+        let bytes = seededBytes(600_000, seed: 31)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let pinned = try decode(BytesUploadResponse.self,
                                         try await client.uploadFile(bytes, headers: [field(FileHeaders.pin): "true"]))
                 #expect(pinned.pinned)
-                let other = try await client.storeFile(fileBytes(5000, seed: 32))
+                let other = try await client.storeFile(seededBytes(5000, seed: 32))
 
                 let list = try decode([String: [String]].self, try await client.get("/pins"))
                 #expect(list["references"] == [pinned.reference])
@@ -229,10 +224,10 @@ struct PinAPITests {
         // Capacity 200 chunks; each file is ~52 chunks.
         try await withTestNode(capacityChunks: 200) { node in
             try await withAPI(node) { client in
-                let keep = fileBytes(50 * 4096, seed: 41)
+                let keep = seededBytes(50 * 4096, seed: 41)
                 let kept = try await client.storeFile(keep, headers: [field(FileHeaders.pin): "true"])
-                let loose = try await client.storeFile(fileBytes(50 * 4096, seed: 42))
-                for seed in 43..<53 { _ = try await client.storeFile(fileBytes(50 * 4096, seed: UInt64(seed))) }
+                let loose = try await client.storeFile(seededBytes(50 * 4096, seed: 42))
+                for seed in 43..<53 { _ = try await client.storeFile(seededBytes(50 * 4096, seed: UInt64(seed))) }
                 #expect(try node.status().chunks <= 200 + 60)
                 let got = try await client.get("/bytes/\(kept)?local=true")
                 #expect(got.status == .ok)
@@ -251,7 +246,7 @@ struct StewardshipTests {
     @Test func aNodeWithPartOfAFileRebuildsTheRestFromParity() async throws {
         // The file as another node split it; this node got all but a few of its chunks.
         var splitter = FileSplitter(redundancy: .medium)
-        var chunks = try splitter.append(fileBytes(300 * 4096 + 5, seed: 61))
+        var chunks = try splitter.append(seededBytes(300 * 4096 + 5, seed: 61))
         let (root, _, last) = try splitter.finish()
         chunks += last
         let dropped = Set([chunks[3].address, chunks[40].address, chunks[200].address])
@@ -277,7 +272,7 @@ struct StewardshipTests {
 
     @Test func withoutParityAMissingLeafIsReportedAndNotMadeUp() async throws {
         var splitter = FileSplitter()
-        var chunks = try splitter.append(fileBytes(20 * 4096, seed: 62))
+        var chunks = try splitter.append(seededBytes(20 * 4096, seed: 62))
         let (root, _, last) = try splitter.finish()
         chunks += last
         let lost = chunks[7]
@@ -305,7 +300,7 @@ struct StewardshipTests {
 
 struct TagAndHealthTests {
     @Test func aTagFollowsItsUpload() async throws {
-        let bytes = fileBytes(700_000, seed: 51)
+        let bytes = seededBytes(700_000, seed: 51)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let made = try await client.execute(uri: "/tags", method: .post)
@@ -367,10 +362,10 @@ struct TruncatedUploadTests {
             try await withLiveAPI(node) { port in
                 // Declares 2 MB, sends 600 kB, hangs up.
                 let head = "POST /bytes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2000000\r\nShoal-Pin: true\r\n\r\n"
-                try await Self.sendAndHangUp(port: port, Array(head.utf8) + fileBytes(600_000, seed: 71))
+                try await Self.sendAndHangUp(port: port, Array(head.utf8) + seededBytes(600_000, seed: 71))
                 // Chunked, and the last chunk never comes.
                 var chunked = Array("POST /bytes HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\nShoal-Pin: true\r\n\r\n".utf8)
-                chunked += Array("10000\r\n".utf8) + fileBytes(0x10000, seed: 72) + [13, 10]
+                chunked += Array("10000\r\n".utf8) + seededBytes(0x10000, seed: 72) + [13, 10]
                 try await Self.sendAndHangUp(port: port, chunked)
 
                 // Both uploads end as failed tags, bounded.

@@ -6,6 +6,7 @@ import Logging
 import ShoalAPI
 import ShoalCore
 import ShoalNode
+import ShoalTestSupport
 import Testing
 
 /// The API on a real socket, for what the router test client cannot send: bodies without a
@@ -25,8 +26,8 @@ struct LiveServerTests {
     }
 
     @Test func aChunkedBodyWithinTheLimitIsStored() async throws {
-        var source = ChunkSource(seed: 20)
-        let chunk = source.next(size: 3000)
+        var source = SeededChunks(seed: 20)
+        let chunk = source.chunk(size: 3000)
         try await withTestNode { node in
             try await withLiveAPI(node) { port in
                 let response = try await RawHTTP.post(port: port, path: "/chunks", chunkedBody: chunk.serialized)
@@ -60,12 +61,7 @@ func withLiveAPI(_ node: some NodeAPIBacking, _ body: @Sendable (Int) async thro
     let app = makeAPIApplication(node: node, host: "127.0.0.1", port: 0, logger: logger) { recorder.record($0) }
     let server = Task { try await app.run() }
     defer { server.cancel() }
-    // Generous: in a full parallel run, synchronous store tests can hold both threads of the
-    // cooperative pool (2 cores) for seconds, and the server needs the pool to start.
-    let deadline = ContinuousClock.now + .seconds(60)
-    while recorder.port == nil && ContinuousClock.now < deadline {
-        try await Task.sleep(for: .milliseconds(10))
-    }
+    _ = await eventually(timeout: TestTimeouts.listening, pollMs: 10) { recorder.port != nil }
     try await body(try #require(recorder.port, "the API did not report a port within 60 s"))
     server.cancel()
     _ = await server.result

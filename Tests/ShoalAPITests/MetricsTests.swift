@@ -6,6 +6,7 @@ import Logging
 import ShoalAPI
 import ShoalCore
 import ShoalNode
+import ShoalTestSupport
 import Testing
 
 /// `GET /metrics`: Prometheus text that parses, the documented names, counters that move,
@@ -49,8 +50,8 @@ struct MetricsTests {
     }
 
     @Test func anUploadMovesTheRequestCounterAndTheStoreFigures() async throws {
-        var source = ChunkSource(seed: 90)
-        let chunk = source.next(size: 1000)
+        var source = SeededChunks(seed: 90)
+        let chunk = source.chunk(size: 1000)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 let before = try await scrape(client)
@@ -73,8 +74,8 @@ struct MetricsTests {
     }
 
     @Test func theRouteLabelIsThePatternNeverThePath() async throws {
-        var source = ChunkSource(seed: 91)
-        let absent = [source.next(), source.next()].map(\.address.hex)
+        var source = SeededChunks(seed: 91)
+        let absent = [source.chunk(), source.chunk()].map(\.address.hex)
         try await withTestNode { node in
             try await withAPI(node) { client in
                 for address in absent { #expect(try await client.get("/chunks/\(address)").status == .notFound) }
@@ -127,8 +128,8 @@ struct MetricsTests {
     }
 
     @Test func twoAPIsInOneProcessKeepTheirOwnFigures() async throws {
-        var source = ChunkSource(seed: 92)
-        let chunks = [source.next(), source.next(), source.next()]
+        var source = SeededChunks(seed: 92)
+        let chunks = [source.chunk(), source.chunk(), source.chunk()]
         try await withTestNode { first in
             try await withTestNode { second in
                 try await withAPI(first) { client in

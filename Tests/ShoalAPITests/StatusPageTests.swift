@@ -5,6 +5,7 @@ import ShoalAPI
 import ShoalCore
 import ShoalNode
 import ShoalStore
+import ShoalTestSupport
 import Testing
 
 /// `GET /`: the page itself, as the router serves it.
@@ -51,9 +52,9 @@ struct StatusPageTests {
 struct StatusPageBrowserTests {
     @Test(.timeLimit(.minutes(4)))
     func thePageShowsTheFiguresOfStatusAndPeers() async throws {
-        var source = ChunkSource(seed: 95)
-        let uploaded = (0..<40).map { _ in source.next(size: 500) }
-        let fromPeer = (0..<12).map { _ in source.next(size: 300) }
+        var source = SeededChunks(seed: 95)
+        let uploaded = (0..<40).map { _ in source.chunk(size: 500) }
+        let fromPeer = (0..<12).map { _ in source.chunk(size: 300) }
         try await withRunningNode { a, addressA in
             try await withLiveAPI(a) { port in
                 for chunk in uploaded {
@@ -63,7 +64,7 @@ struct StatusPageBrowserTests {
                 try await withRunningNode(peers: [addressA]) { b, _ in
                     for chunk in fromPeer { try await b.upload(chunk) }
                     let total = uploaded.count + fromPeer.count
-                    try await waitUntil(90, "both nodes hold every chunk and their history streams are done") {
+                    try await eventually("both nodes hold every chunk and their history streams are done", within: .seconds(90)) {
                         guard try a.status().chunks == total, try b.status().chunks == total else { return false }
                         guard await a.historySynced() else { return false }
                         return await b.historySynced()

@@ -5,13 +5,14 @@ import Logging
 import ShoalAPI
 import ShoalCore
 import ShoalNode
+import ShoalTestSupport
 import Testing
 
 /// A real node on a fresh temporary data directory (`listenPort: 0`, no peers), not running:
 /// uploads, reads and status work without `run()`. Closed and removed at the end.
 func withTestNode<R>(capacityChunks: UInt64? = nil, _ body: (Node) async throws -> R) async throws -> R {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-api-\(UUID().uuidString)").path
-    var configuration = NodeConfiguration(dataDirectory: directory)
+    let directory = try TemporaryDirectory("shoal-api")
+    var configuration = NodeConfiguration(dataDirectory: directory.path)
     configuration.listenPort = 0
     configuration.peers = []
     configuration.capacityChunks = capacityChunks
@@ -20,7 +21,7 @@ func withTestNode<R>(capacityChunks: UInt64? = nil, _ body: (Node) async throws 
     let node = try Node(configuration: configuration, logger: logger)
     defer {
         node.close()
-        try? FileManager.default.removeItem(atPath: directory)
+        directory.remove()
     }
     return try await body(node)
 }
@@ -31,17 +32,6 @@ func withAPI<R>(_ node: Node, _ body: @Sendable (any TestClientProtocol) async t
     logger.logLevel = .critical
     let app = Application(router: makeRouter(node: node), logger: logger)
     return try await app.test(.router, body)
-}
-
-/// Seeded random chunks, so a failing test replays.
-struct ChunkSource {
-    var rng: SplitMix64
-    init(seed: UInt64) { rng = SplitMix64(seed: seed) }
-
-    mutating func next(size: Int = 4096, span: UInt64? = nil) -> Chunk {
-        let payload = rng.bytes(size)
-        return try! Chunk(span: span ?? UInt64(size), payload: payload)
-    }
 }
 
 extension ByteBuffer {

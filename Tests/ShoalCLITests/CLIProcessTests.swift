@@ -1,4 +1,5 @@
 import Foundation
+import ShoalTestSupport
 import Testing
 
 /// The `shoal` binary's client commands as processes: exit statuses and messages a script can
@@ -44,7 +45,7 @@ struct CLIProcessTests {
         ["pin", "add", ref], ["pin", "rm", ref], ["pin", "ls"], ["pin", "ls", ref], ["pin", "check", ref],
     ])
     func everyClientCommandExits3WhenNothingListens(_ arguments: [String]) async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         let port = try closedPort()
         let resolved = arguments.map { $0 == "OUT" ? directory.path + "/out" : $0 }
         let output = try await CLI.run(resolved, environment: ["SHOAL_API": "127.0.0.1:\(port)"], stdin: [1, 2, 3])
@@ -55,7 +56,7 @@ struct CLIProcessTests {
     }
 
     @Test func anInputThatCannotBeReadExits4() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         let missing = try await CLI.run(["upload", directory.path + "/missing", "--api", "127.0.0.1:1"])
         #expect(missing.status == 4)
         #expect(missing.stderr == "shoal: cannot open \(directory.path)/missing: No such file or directory\n")
@@ -65,7 +66,7 @@ struct CLIProcessTests {
     }
 
     @Test func aDownloadCutShortExits3AndLeavesNoFile() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         let head = Array("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n".utf8)
         let server = try RawServer(response: head + [UInt8](repeating: 7, count: 60000))
         let toFile = try await CLI.run(["download", Self.ref, "-o", directory.path + "/out", "--api", "127.0.0.1:\(server.port)", "--progress", "none"])
@@ -86,7 +87,7 @@ struct CLIProcessTests {
     }
 
     @Test func aCompleteDownloadReplacesTheFileAndReportsProgressAsJSON() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         let body = seededBytes(3_000_000, seed: 9)
         let server = try RawServer(response: Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\n\r\n".utf8) + body)
         try Data("old".utf8).write(to: URL(fileURLWithPath: directory.path + "/out"))
@@ -118,7 +119,7 @@ struct CLIProcessTests {
     }
 
     @Test func anAPIErrorExits1WithItsMessageAndCreatesNoFile() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         try await withFixtureServer { port in
             let output = try await CLI.run(["download", Self.ref, "-o", directory.path + "/out", "--api", "127.0.0.1:\(port)"])
             #expect(output.status == 1)

@@ -1,4 +1,5 @@
 import Foundation
+import ShoalTestSupport
 import Testing
 
 /// The client commands against a real node (`shoal start` as a process): a file goes up and
@@ -6,7 +7,7 @@ import Testing
 @Suite(.enabled(if: CLI.binaryExists, "the shoal executable is not built beside the tests"))
 struct EndToEndTests {
     @Test func aFileGoesUpAndComesBackWholeAndInRangesAndPinsComeAndGo() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         let node = try await RunningNode.start(in: directory.path + "/node")
         defer { node.stop() }
         let api = ["--api", node.api]
@@ -86,7 +87,7 @@ struct EndToEndTests {
     }
 
     @Test func anEmptyUploadIsTheAPIsRefusalAndAnErasureCodedFileRoundTrips() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         let node = try await RunningNode.start(in: directory.path + "/node")
         defer { node.stop() }
         let api = ["--api", node.api]

@@ -1,6 +1,7 @@
 import Foundation
 import ShoalAPI
 @testable import shoal
+import ShoalTestSupport
 import Testing
 
 /// The terminal's HTTP client against real servers on 127.0.0.1: framing both ways, errors by
@@ -56,7 +57,7 @@ struct HTTPClientTests {
     }
 
     @Test func aFileIsUploadedWithItsLengthAndProgressCountsEveryByte() async throws {
-        let directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory("shoal-cli")
         let bytes = seededBytes(2 << 20 + 7, seed: 2)
         let path = directory.path + "/input"
         try Data(bytes).write(to: URL(fileURLWithPath: path))

@@ -3,21 +3,8 @@ import Hummingbird
 import Locking
 import Logging
 import ShoalCore
+import ShoalTestSupport
 import Testing
-
-/// Blocking work (the client's sockets, a child process) stays off Swift's cooperative pool,
-/// two threads on two cores, which the server under test needs to answer (decision 0009).
-func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
-    }
-}
-
-/// Seeded bytes, so a failure replays.
-func seededBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var generator = SplitMix64(seed: seed)
-    return generator.bytes(count)
-}
 
 /// FNV-1a over bytes: the fixture server's digest of what it received.
 struct FNV1a: Sendable {
@@ -88,10 +75,7 @@ func withFixtureServer(_ body: @Sendable (Int) async throws -> Void) async throw
                           logger: logger)
     let server = Task { try await app.run() }
     defer { server.cancel() }
-    let deadline = ContinuousClock.now + .seconds(60)
-    while port.withLock({ $0 }) == nil && ContinuousClock.now < deadline {
-        try await Task.sleep(for: .milliseconds(10))
-    }
+    _ = await eventually(timeout: TestTimeouts.listening, pollMs: 10) { port.withLock { $0 } != nil }
     try await body(try #require(port.withLock { $0 }, "the fixture server did not start within 60 s"))
     server.cancel()
     _ = await server.result
@@ -172,26 +156,6 @@ func closedPort() throws -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// A fresh temporary directory, removed when the value is released.
-final class TemporaryDirectory: @unchecked Sendable {
-    let path: String
-
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("shoal-cli-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    /// The names in the directory.
-    var names: [String] { (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] }
-}
-
 /// The built `shoal` executable as a process.
 enum CLI {
     /// Beside the test bundle (`.build/<triple>/debug/`): the test target depends on `shoal`.
@@ -216,7 +180,7 @@ enum CLI {
         // A child that exits before reading its stdin must not kill the test process.
         signal(SIGPIPE, SIG_IGN)
         return try await onOwnThread {
-            let directory = try TemporaryDirectory()
+            let directory = try TemporaryDirectory("shoal-cli")
             let outPath = directory.path + "/stdout", errPath = directory.path + "/stderr"
             FileManager.default.createFile(atPath: outPath, contents: nil)
             FileManager.default.createFile(atPath: errPath, contents: nil)

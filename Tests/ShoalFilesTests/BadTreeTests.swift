@@ -1,12 +1,13 @@
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 @testable import ShoalFiles
 
 /// Trees a bad or broken source can hand the reader: each ends as a `FileError`, never a crash.
 @Suite struct BadTreeTests {
-    let l1 = try! leaf(randomBytes(4096, seed: 1))
-    let l2 = try! leaf(randomBytes(4096, seed: 2))
+    let l1 = try! leaf(seededBytes(4096, seed: 1))
+    let l2 = try! leaf(seededBytes(4096, seed: 2))
 
     /// Reads the whole file and returns the error it ends with.
     func failure(root: ChunkAddress, _ chunks: [Chunk]) async -> FileError? {
@@ -65,8 +66,8 @@ import Testing
 
     @Test("a leaf whose payload is not its span, or not its share, is a span mismatch")
     func leafSpans() async throws {
-        let liar = try Chunk(span: 4096, payload: randomBytes(100, seed: 3))
-        let short = try leaf(randomBytes(100, seed: 4))
+        let liar = try Chunk(span: 4096, payload: seededBytes(100, seed: 3))
+        let short = try leaf(seededBytes(100, seed: 4))
         for bad in [liar, short] {
             let root = try intermediate(bytes: 8192, references: [l1.address, bad.address])
             guard case .spanMismatch(let a, _)? = await failure(root: root.address, [root, l1, bad]) else {
@@ -75,7 +76,7 @@ import Testing
             }
             #expect(a == bad.address)
         }
-        let root = try Chunk(span: 10, payload: randomBytes(5, seed: 5))
+        let root = try Chunk(span: 10, payload: seededBytes(5, seed: 5))
         guard case .spanMismatch? = await failure(root: root.address, [root]) else {
             Issue.record("expected spanMismatch for a leaf root")
             return
@@ -85,7 +86,7 @@ import Testing
     @Test("an intermediate whose span is not its share of its parent's is a span mismatch")
     func intermediateSpans() async throws {
         let small = try intermediate(bytes: 8192, references: [l1.address, l2.address])
-        let full = try split(randomBytes(128 * 4096, seed: 6))
+        let full = try split(seededBytes(128 * 4096, seed: 6))
         let fullRoot = try #require(full.chunks.last)
         let span: UInt64 = 128 * 4096 + 8192
         // Too small for the first child's share; larger than what is left for the last.
@@ -102,7 +103,7 @@ import Testing
 
     @Test("a child that stands for as much as its parent (a chain, or a cycle) ends as too deep")
     func chain() async throws {
-        let file = try split(randomBytes(128 * 4096 + 1, seed: 7))
+        let file = try split(seededBytes(128 * 4096 + 1, seed: 7))
         let inner = try #require(file.chunks.last)
         let root = try intermediate(bytes: inner.span, references: [inner.address, inner.address])
         #expect(await failure(root: root.address, MemorySource(file.chunks + [root])) == .tooDeep(inner.address))
@@ -112,7 +113,7 @@ import Testing
     func redundancyByte() async throws {
         let seven = try intermediate(bytes: 8192, level: 7, references: [l1.address, l2.address])
         #expect(await failure(root: seven.address, [seven, l1, l2]) == .invalidRedundancy(7))
-        let full = try split(randomBytes(128 * 4096, seed: 6))
+        let full = try split(seededBytes(128 * 4096, seed: 6))
         let fullRoot = try #require(full.chunks.last)
         let medium = try intermediate(bytes: 8192, level: 1, references: [l1.address, l2.address, l2.address])
         let root = try intermediate(bytes: 128 * 4096 + 8192, references: [fullRoot.address, medium.address])
@@ -138,7 +139,7 @@ import Testing
 
     @Test("a walk past a lost intermediate goes on when told to, and stops with missing otherwise")
     func walkPastMissing() async throws {
-        let file = try split(randomBytes(3 * 128 * 4096, seed: 8))
+        let file = try split(seededBytes(3 * 128 * 4096, seed: 8))
         let root = try #require(file.chunks.last)
         let reader = try await FileReader.open(root: file.root, source: file.source)
         var all = [ChunkAddress]()

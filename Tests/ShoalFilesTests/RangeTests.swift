@@ -1,11 +1,12 @@
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 @testable import ShoalFiles
 
 @Suite struct RangeTests {
     static let size = 2 * 128 * 4096 + 3 * 4096 + 100
-    static let bytes = randomBytes(size, seed: 11)
+    static let bytes = seededBytes(size, seed: 11)
     static let file = try! split(bytes)
 
     /// Ranges that start, end or straddle each kind of boundary: leaf, intermediate, file.
@@ -51,9 +52,9 @@ import Testing
         #expect(try await read(reader, end..<end).isEmpty)
         let failure = await error { _ = try await read(reader, end..<end + 1) }
         #expect(failure as? FileError == .rangeNotSatisfiable(end..<end + 1, size: end))
-        let small = try split(randomBytes(10, seed: 1))
+        let small = try split(seededBytes(10, seed: 1))
         let leafReader = try await FileReader.open(root: small.root, source: small.source)
-        #expect(try await read(leafReader, 3..<7) == Array(randomBytes(10, seed: 1)[3..<7]))
+        #expect(try await read(leafReader, 3..<7) == Array(seededBytes(10, seed: 1)[3..<7]))
         let past = await error { _ = try await read(leafReader, 11..<12) }
         #expect(past as? FileError == .rangeNotSatisfiable(11..<12, size: 10))
     }

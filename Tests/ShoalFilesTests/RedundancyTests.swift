@@ -1,4 +1,5 @@
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 @testable import ShoalFiles
@@ -44,7 +45,7 @@ import Testing
     func roundTrip(level: RedundancyLevel) async throws {
         let k = level.dataShards
         for size in [1, 4096, 4097, k * 4096, k * 4096 + 1, 3 * k * 4096 + 5] {
-            let bytes = randomBytes(size, seed: UInt64(size))
+            let bytes = seededBytes(size, seed: UInt64(size))
             let file = try split(bytes, redundancy: level)
             let reader = try await FileReader.open(root: file.root, source: file.source)
             #expect(try await read(reader) == bytes, "\(level) \(size)")
@@ -61,7 +62,7 @@ import Testing
 
     @Test("a paranoid file three levels deep reads back")
     func paranoidThreeLevels() async throws {
-        let bytes = randomBytes(37 * 37 * 4096 + 1, seed: 12)
+        let bytes = seededBytes(37 * 37 * 4096 + 1, seed: 12)
         let file = try split(bytes, redundancy: .paranoid)
         #expect(try Self.intermediates(file).count == 37 + 2)
         let reader = try await FileReader.open(root: file.root, source: file.source)
@@ -70,7 +71,7 @@ import Testing
 
     @Test("lose up to the parity count of data children of every intermediate: the bytes come back", arguments: levels)
     func dropUpToParity(level: RedundancyLevel) async throws {
-        let bytes = randomBytes(2 * level.dataShards * 4096 + 7 * 4096 + 3, seed: 21)
+        let bytes = seededBytes(2 * level.dataShards * 4096 + 7 * 4096 + 3, seed: 21)
         let file = try split(bytes, redundancy: level)
         var source = file.source
         var rng = SplitMix64(seed: UInt64(level.rawValue))
@@ -90,7 +91,7 @@ import Testing
 
     @Test("5% of a strong file's chunks lost at random, the root kept: the bytes come back")
     func fivePercentLost() async throws {
-        let bytes = randomBytes(3 * 107 * 4096 + 12_345, seed: 41)
+        let bytes = seededBytes(3 * 107 * 4096 + 12_345, seed: 41)
         let file = try split(bytes, redundancy: .strong)
         var source = file.source
         var rng = SplitMix64(seed: 42)
@@ -106,7 +107,7 @@ import Testing
 
     @Test("a child that fails its hash is rebuilt too")
     func corruptChildRebuilt() async throws {
-        let bytes = randomBytes(5 * 4096, seed: 22)
+        let bytes = seededBytes(5 * 4096, seed: 22)
         let file = try split(bytes, redundancy: .medium)
         let node = try #require(try Self.intermediates(file).first)
         var source = file.source
@@ -117,7 +118,7 @@ import Testing
 
     @Test("lose one more than the parity count of an intermediate's children: the first lost data child is missing", arguments: levels)
     func dropTooMany(level: RedundancyLevel) async throws {
-        let bytes = randomBytes(level.dataShards * 4096 + 4096 * 20, seed: 23)
+        let bytes = seededBytes(level.dataShards * 4096 + 4096 * 20, seed: 23)
         let file = try split(bytes, redundancy: level)
         let node = try #require(try Self.intermediates(file).dropFirst().first)
         var source = file.source
@@ -132,10 +133,10 @@ import Testing
 
     @Test("a parity that does not match the data: the rebuilt child is a parity mismatch")
     func lyingParity() async throws {
-        let l1 = try leaf(randomBytes(4096, seed: 31)), l2 = try leaf(randomBytes(4096, seed: 32))
+        let l1 = try leaf(seededBytes(4096, seed: 31)), l2 = try leaf(seededBytes(4096, seed: 32))
         let honest = try split(l1.payload + l2.payload, redundancy: .medium)
         #expect(honest.chunks.count == 4)  // two leaves, one parity, the root
-        let bogus = try Chunk(span: 12345, payload: randomBytes(4096, seed: 33))
+        let bogus = try Chunk(span: 12345, payload: seededBytes(4096, seed: 33))
         let root = try intermediate(bytes: 8192, level: 1, references: [l1.address, l2.address, bogus.address])
         let reader = try await FileReader.open(root: root.address, source: MemorySource([root, l1, bogus]))
         let failure = await error { _ = try await read(reader) }
@@ -148,7 +149,7 @@ import Testing
     @Test("the splitter's memory with parity: the children of one partial intermediate per level")
     func splitterMemory() throws {
         var splitter = FileSplitter(redundancy: .medium)
-        let piece = randomBytes(1 << 20, seed: 5)
+        let piece = seededBytes(1 << 20, seed: 5)
         let bound = 4096 + 3 * 118 * (40 + 4104)
         var largest = 0
         for _ in 0..<24 {

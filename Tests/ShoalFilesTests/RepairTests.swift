@@ -1,4 +1,5 @@
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 @testable import ShoalFiles
@@ -17,7 +18,7 @@ actor RepairableSource: ChunkSource {
     @Test("lost data and parity chunks of every intermediate are rebuilt and stored, and the tree is whole again",
           arguments: RedundancyTests.levels)
     func rebuildsWhatParityAllows(level: RedundancyLevel) async throws {
-        let bytes = randomBytes(2 * level.dataShards * 4096 + 5 * 4096 + 9, seed: 31)
+        let bytes = seededBytes(2 * level.dataShards * 4096 + 5 * 4096 + 9, seed: 31)
         let file = try split(bytes, redundancy: level)
         var source = file.source
         var rng = SplitMix64(seed: 100 + UInt64(level.rawValue))
@@ -43,7 +44,7 @@ actor RepairableSource: ChunkSource {
 
     @Test("too many lost, or no parity at all: named as lost, nothing made up")
     func namesWhatIsLost() async throws {
-        let plain = try split(randomBytes(3 * 4096, seed: 32))
+        let plain = try split(seededBytes(3 * 4096, seed: 32))
         var source = plain.source
         let leaf = try #require(plain.chunks.first { $0.address != plain.root })
         source.chunks[leaf.address] = nil
@@ -52,7 +53,7 @@ actor RepairableSource: ChunkSource {
         #expect(outcome.rebuilt == 0 && outcome.lost == [leaf.address])
 
         let level = RedundancyLevel.medium
-        let coded = try split(randomBytes(40 * 4096, seed: 33), redundancy: level)
+        let coded = try split(seededBytes(40 * 4096, seed: 33), redundancy: level)
         var lossy = coded.source
         let node = try #require(try RedundancyTests.intermediates(coded).first)
         let lose = Array(node.references.prefix(node.parityCount + 1))

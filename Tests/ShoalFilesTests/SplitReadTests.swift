@@ -1,4 +1,5 @@
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 @testable import ShoalFiles
@@ -8,7 +9,7 @@ import Testing
 
     @Test("a file splits and reads back byte for byte", arguments: sizes)
     func roundTrip(size: Int) async throws {
-        let bytes = randomBytes(size, seed: UInt64(size) &+ 1)
+        let bytes = seededBytes(size, seed: UInt64(size) &+ 1)
         let file = try split(bytes)
         #expect(file.size == UInt64(size))
         let reader = try await FileReader.open(root: file.root, source: file.source)
@@ -19,7 +20,7 @@ import Testing
     @Test("a file of 128 × 128 × 4096 + 1 bytes (three levels) reads back")
     func threeLevels() async throws {
         let size = 128 * 128 * 4096 + 1
-        let bytes = randomBytes(size, seed: 9)
+        let bytes = seededBytes(size, seed: 9)
         let file = try split(bytes)
         // 16,385 leaves; 128 intermediates over the first 16,384 and one over those; the root over that
         // and the last leaf, which goes up unwrapped.
@@ -57,14 +58,14 @@ import Testing
 
     @Test("bytes fed in odd pieces give the same root", arguments: [[1], [7, 4095], [4097], [65_537, 3], [1, 2, 3, 5, 8, 13, 4096, 10_000]])
     func pieces(sizes: [Int]) throws {
-        let bytes = randomBytes(130 * 4096 + 77, seed: 3)
+        let bytes = seededBytes(130 * 4096 + 77, seed: 3)
         #expect(try split(bytes, pieces: sizes).root == split(bytes).root)
     }
 
     @Test("the splitter holds one partial leaf and one partial intermediate per level, whatever the file's size")
     func splitterMemory() throws {
         var splitter = FileSplitter()
-        let piece = randomBytes(1 << 20, seed: 5)
+        let piece = seededBytes(1 << 20, seed: 5)
         // A leaf's bytes and, per level (3 for up to 2 GiB), 127 references with their spans.
         let bound = 4096 + 3 * 127 * 40
         var largest = 0
@@ -80,7 +81,7 @@ import Testing
 
     @Test("a walk names every chunk the splitter made, once, the root first")
     func walk() async throws {
-        let file = try split(randomBytes(128 * 4096 * 2 + 4096 * 3 + 9, seed: 4))
+        let file = try split(seededBytes(128 * 4096 * 2 + 4096 * 3 + 9, seed: 4))
         let reader = try await FileReader.open(root: file.root, source: file.source)
         var seen = [(ChunkAddress, ChunkKind)]()
         try await reader.walk { seen.append(($0, $1)) }
@@ -93,7 +94,7 @@ import Testing
 
     @Test("reading asks for at most `prefetch` leaves at once and, pulled slowly, not much beyond them")
     func boundedPrefetch() async throws {
-        let file = try split(randomBytes(600 * 4096, seed: 6))
+        let file = try split(seededBytes(600 * 4096, seed: 6))
         let source = CountingSource(file.source)
         let reader = try await FileReader.open(root: file.root, source: source)
         var pieces = 0

@@ -81,12 +81,6 @@ func read(_ reader: FileReader, _ range: Range<UInt64>? = nil, prefetch: Int = 6
     return out
 }
 
-/// Seeded random bytes.
-func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var rng = SplitMix64(seed: seed)
-    return rng.bytes(count)
-}
-
 /// The golden-vector content: byte i is i mod 251.
 func goldenBytes(_ count: Int) -> [UInt8] {
     (0..<count).map { UInt8($0 % 251) }

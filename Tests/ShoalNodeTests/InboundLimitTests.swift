@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 @testable import ShoalNode
@@ -63,7 +64,7 @@ private func serverSocketsHoldingDescriptors(port: Int) throws -> Int {
             // Two silent connections hold both handshake slots…
             let holders = [try await SourcedConnection.open(from: "127.0.10.1", to: port),
                            try await SourcedConnection.open(from: "127.0.10.2", to: port)]
-            try await eventually(10, "both handshakes admitted") { listener.status.open.handshaking == 2 }
+            try await eventually("both handshakes admitted", within: .seconds(10)) { listener.status.open.handshaking == 2 }
             // …so every further connection is refused, and closed at once.
             var refused: [SourcedConnection] = []
             for i in 0..<60 { refused.append(try await SourcedConnection.open(from: "127.0.11.\(1 + i % 50)", to: port)) }
@@ -74,8 +75,8 @@ private func serverSocketsHoldingDescriptors(port: Int) throws -> Int {
             for connection in refused { await connection.close() }
             for holder in holders { await holder.close() }
             // No server-side socket is left holding a descriptor.
-            try await eventually(15, "the server closed every socket") { try serverSocketsHoldingDescriptors(port: port) == 0 }
-            try await eventually(10, "every slot given back") { listener.status.open.inbound == 0 }
+            try await eventually("the server closed every socket", within: .seconds(15)) { try serverSocketsHoldingDescriptors(port: port) == 0 }
+            try await eventually("every slot given back", within: .seconds(10)) { listener.status.open.inbound == 0 }
             await listener.shutdown()
         }
     }
@@ -98,7 +99,7 @@ private func serverSocketsHoldingDescriptors(port: Int) throws -> Int {
             for _ in 0..<3 { fromNeighbour.append(try await SourcedConnection.open(from: "127.0.20.2", to: port)) }
             let elsewhere = try await SourcedConnection.open(from: "127.0.21.1", to: port)
 
-            try await eventually(10, "every connection admitted or refused") {
+            try await eventually("every connection admitted or refused", within: .seconds(10)) {
                 let s = listener.status
                 return s.counters.admitted + s.counters.refused.values.reduce(0, +) == 8
             }
@@ -135,9 +136,9 @@ private func serverSocketsHoldingDescriptors(port: Int) throws -> Int {
             // Three connections that hang up in the handshake…
             for i in 1...3 {
                 let c = try await SourcedConnection.open(from: "127.0.30.1", to: port)
-                try await eventually(10, "connection \(i) admitted") { listener.status.counters.admitted == i }
+                try await eventually("connection \(i) admitted", within: .seconds(10)) { listener.status.counters.admitted == i }
                 await c.close()
-                try await eventually(10, "offence \(i) counted") { listener.status.counters.offences == i }
+                try await eventually("offence \(i) counted", within: .seconds(10)) { listener.status.counters.offences == i }
             }
             #expect(listener.status.counters.penalties == 1)
             #expect(listener.status.open.penalized == 1)
@@ -165,7 +166,7 @@ private func serverSocketsHoldingDescriptors(port: Int) throws -> Int {
             let listener = try await server.transport.listen(host: "127.0.0.1", port: 0) { _ in }
             let port = listener.localPort
             let holder = try await SourcedConnection.open(from: "127.0.40.1", to: port)
-            try await eventually(10, "the holder admitted") { listener.status.open.handshaking == 1 }
+            try await eventually("the holder admitted", within: .seconds(10)) { listener.status.open.handshaking == 1 }
             for i in 0..<40 {
                 let c = try await SourcedConnection.open(from: "127.0.41.\(1 + i)", to: port)
                 _ = await c.closedByServer(within: .seconds(5))
@@ -178,7 +179,7 @@ private func serverSocketsHoldingDescriptors(port: Int) throws -> Int {
                         records.filter { $0.metadata["log.event"] == "refused.tooManyHandshakes" }
                             .compactMap { Int($0.metadata["log.suppressed"] ?? "") }.reduce(0, +))
             }
-            try await eventually(10, "every refusal told or summarised") { told().lines + told().summarised == 40 }
+            try await eventually("every refusal told or summarised", within: .seconds(10)) { told().lines + told().summarised == 40 }
             #expect(told().lines < 40)
             #expect(told().summarised > 0)
             await holder.close()

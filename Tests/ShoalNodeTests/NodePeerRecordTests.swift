@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import ShoalCore
 import ShoalStore
+import ShoalTestSupport
 import ShoalWire
 import Testing
 
@@ -28,10 +29,10 @@ struct NodePeerRecordTests {
         let b = try RunningNode(name: "b", peers: [addressA])
         let addressB = try await b.start()
         // Both listen on port 0; each learns the other's real port (from the hello, or as dialled).
-        try await eventually(20, "A records B") {
+        try await eventually("A records B", within: .seconds(20)) {
             try a.node.store.read { try $0.peer(b.node.overlay) }?.addresses == [addressB]
         }
-        try await eventually(20, "B records A") {
+        try await eventually("B records A", within: .seconds(20)) {
             try b.node.store.read { try $0.peer(a.node.overlay) }?.addresses.first == addressA
         }
         let record = try #require(try a.node.store.read { try $0.peer(b.node.overlay) })
@@ -45,12 +46,12 @@ struct NodePeerRecordTests {
     func servingIsLimitedPerPeer() async throws {
         let a = try RunningNode(name: "a") { $0.session.sync.servedChunksPerSecondMax = 200 }
         let addressA = try await a.start()
-        let chunks = randomChunks(600, seed: 21)
+        let chunks = SeededChunks.chunks(count: 600, seed: 21)
         for chunk in chunks { try await a.node.upload(chunk) }
         let started = ContinuousClock.now
         let b = try RunningNode(name: "b", peers: [addressA])
         _ = try await b.start()
-        try await eventually(30, "B holds A's chunks") { try b.node.store.count() == chunks.count }
+        try await eventually("B holds A's chunks", within: .seconds(30)) { try b.node.store.count() == chunks.count }
         // 200 from the full bucket at once, then 400 at 200 a second.
         let elapsed = ContinuousClock.now - started
         #expect(elapsed >= .milliseconds(1500), "\(elapsed)")
@@ -82,7 +83,7 @@ struct NodePeerRecordTests {
             #expect(goodbye?.reason == .protocolViolation)
         }
         let overlay = configuration.identity.overlay
-        try await eventually(10, "the ban is recorded") {
+        try await eventually("the ban is recorded", within: .seconds(10)) {
             (try a.node.store.read { try $0.peer(overlay) }?.banUntilMs ?? 0) > Store.wallClockMs()
         }
         let record = try #require(try a.node.store.read { try $0.peer(overlay) })
@@ -100,7 +101,7 @@ struct NodePeerRecordTests {
             #expect(goodbye.reason == .banned)
         }
         // Both count against the rogue's IP address, whatever identity it comes back with.
-        try await eventually(10, "two offences counted") { try a.node.status().connections.inbound?.counters.offences == 2 }
+        try await eventually("two offences counted", within: .seconds(10)) { try a.node.status().connections.inbound?.counters.offences == 2 }
         await a.stop()
     }
 
@@ -123,10 +124,10 @@ struct NodePeerRecordTests {
             _ = await drainUntilClosed(inbound)
         }
         let overlay = configuration.identity.overlay
-        try await eventually(10, "the ban is recorded") {
+        try await eventually("the ban is recorded", within: .seconds(10)) {
             (try a.node.store.read { try $0.peer(overlay) }?.banUntilMs ?? 0) > Store.wallClockMs()
         }
-        try await eventually(10, "an offence counted") { try a.node.status().connections.inbound?.counters.offences == 1 }
+        try await eventually("an offence counted", within: .seconds(10)) { try a.node.status().connections.inbound?.counters.offences == 1 }
         await a.stop()
     }
 
@@ -151,7 +152,7 @@ struct NodePeerRecordTests {
         #expect(goodbye?.reason == .protocolViolation)
         #expect(goodbye?.message.contains("flooding") == true)
         let overlay = configuration.identity.overlay
-        try await eventually(10, "the ban is recorded") {
+        try await eventually("the ban is recorded", within: .seconds(10)) {
             (try a.node.store.read { try $0.peer(overlay) }?.banUntilMs ?? 0) > Store.wallClockMs()
         }
         await a.stop()

@@ -2,6 +2,7 @@ import Foundation
 import ShoalCore
 import ShoalNode
 import ShoalStore
+import ShoalTestSupport
 import Testing
 
 @Suite(.serialized)
@@ -10,25 +11,25 @@ struct NodeSyncTests {
     func chunksPostedToOneNodeAppearInItsPeerAndLiveOnesFollow() async throws {
         let a = try RunningNode(name: "a")
         let addressA = try await a.start()
-        let history = randomChunks(500, seed: 1)
+        let history = SeededChunks.chunks(count: 500, seed: 1)
         for chunk in history { try await a.node.upload(chunk) }
 
         let b = try RunningNode(name: "b", peers: [addressA])
         _ = try await b.start()
-        try await eventually(60, "B holds A's chunks") { try b.node.store.count() == history.count }
-        try await eventually(10, "B's history streams finish") { await b.node.historySynced() }
+        try await eventually("B holds A's chunks", within: .seconds(60)) { try b.node.store.count() == history.count }
+        try await eventually("B's history streams finish", within: .seconds(10)) { await b.node.historySynced() }
 
         // B is synced; new chunks at A arrive through the live streams.
-        let live = randomChunks(50, seed: 2)
+        let live = SeededChunks.chunks(count: 50, seed: 2)
         for chunk in live { try await a.node.upload(chunk) }
-        try await eventually(30, "live chunks reach B") { try b.node.store.count() == history.count + live.count }
+        try await eventually("live chunks reach B", within: .seconds(30)) { try b.node.store.count() == history.count + live.count }
         for chunk in history + live {
             #expect(try b.node.chunk(chunk.address) == chunk)
         }
         // And the other way: A syncs from B too (every peer is a neighbour at depth 0).
-        let fromB = randomChunks(20, seed: 3)
+        let fromB = SeededChunks.chunks(count: 20, seed: 3)
         for chunk in fromB { try await b.node.upload(chunk) }
-        try await eventually(30, "B's chunks reach A") { try a.node.store.count() == history.count + live.count + fromB.count }
+        try await eventually("B's chunks reach A", within: .seconds(30)) { try a.node.store.count() == history.count + live.count + fromB.count }
 
         let peers = await b.node.peers()
         #expect(peers.count == 1)
@@ -47,9 +48,9 @@ struct NodeSyncTests {
         let addressB = try await b.start()
         let c = try RunningNode(name: "c", peers: [addressB])
         _ = try await c.start()
-        let chunks = randomChunks(200, seed: 4)
+        let chunks = SeededChunks.chunks(count: 200, seed: 4)
         for chunk in chunks { try await a.node.upload(chunk) }
-        try await eventually(60, "C holds A's chunks via B") { try c.node.store.count() == chunks.count }
+        try await eventually("C holds A's chunks via B", within: .seconds(60)) { try c.node.store.count() == chunks.count }
         #expect(try a.node.store.count() == chunks.count)
         for chunk in chunks { #expect(try c.node.chunk(chunk.address) == chunk) }
         await c.stop()
@@ -61,18 +62,18 @@ struct NodeSyncTests {
     func aCleanlyRestartedNodeResumesWithoutFetchingAgain() async throws {
         let a = try RunningNode(name: "a")
         let addressA = try await a.start()
-        let first = randomChunks(300, seed: 5)
+        let first = SeededChunks.chunks(count: 300, seed: 5)
         for chunk in first { try await a.node.upload(chunk) }
         let b = try RunningNode(name: "b", peers: [addressA])
         _ = try await b.start()
-        try await eventually(60, "B holds the first chunks") { try b.node.store.count() == first.count }
-        try await eventually(10, "B's history streams finish") { await b.node.historySynced() }
+        try await eventually("B holds the first chunks", within: .seconds(60)) { try b.node.store.count() == first.count }
+        try await eventually("B's history streams finish", within: .seconds(10)) { await b.node.historySynced() }
 
         _ = try await b.restart(peers: [addressA])
-        let more = randomChunks(100, seed: 6)
+        let more = SeededChunks.chunks(count: 100, seed: 6)
         for chunk in more { try await a.node.upload(chunk) }
-        try await eventually(60, "B holds all chunks after the restart") { try b.node.store.count() == first.count + more.count }
-        try await eventually(10, "B's history streams finish again") { await b.node.historySynced() }
+        try await eventually("B holds all chunks after the restart", within: .seconds(60)) { try b.node.store.count() == first.count + more.count }
+        try await eventually("B's history streams finish again", within: .seconds(10)) { await b.node.historySynced() }
         let peers = await b.node.peers()
         let delivered = peers.flatMap(\.bins).map(\.delivered).reduce(0, +)
         let duplicates = peers.flatMap(\.bins).map(\.duplicates).reduce(0, +)

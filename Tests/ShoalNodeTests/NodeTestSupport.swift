@@ -3,19 +3,22 @@ import Logging
 import ShoalCore
 import ShoalNode
 import ShoalStore
+import ShoalTestSupport
 import Testing
 
 /// A node in a temporary data directory, running on 127.0.0.1 with a free port.
 final class RunningNode: @unchecked Sendable {
-    let directory: String
+    let name: String
+    /// The data directory, removed with the value.
+    private let temporary: TemporaryDirectory
+    var directory: String { temporary.path }
     private(set) var node: Node
     private var task: Task<Void, Error>?
 
-    init(name: String, peers: [String] = [], directory: String? = nil,
-         configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
-        self.directory = directory ?? FileManager.default.temporaryDirectory
-            .appendingPathComponent("node-\(name)-\(UUID().uuidString)").path
-        var configuration = RunningNode.configuration(self.directory, peers: peers)
+    init(name: String, peers: [String] = [], configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
+        self.name = name
+        temporary = try TemporaryDirectory("node-\(name)")
+        var configuration = RunningNode.configuration(temporary.path, peers: peers)
         configure(&configuration)
         node = try Node(configuration: configuration, logger: RunningNode.logger(name))
     }
@@ -41,13 +44,7 @@ final class RunningNode: @unchecked Sendable {
     func start() async throws -> String {
         let node = self.node
         task = Task { try await node.run() }
-        // Generous for the same reason as the API tests: a full parallel run can hold the
-        // cooperative pool's two threads for seconds.
-        let deadline = ContinuousClock.now + .seconds(60)
-        while node.listeningPort == nil {
-            guard ContinuousClock.now < deadline else { throw TestTimeout("node did not start listening") }
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        try await eventually("node \(name) listens", within: TestTimeouts.listening, pollMs: 10) { node.listeningPort != nil }
         return "127.0.0.1:\(node.listeningPort!)"
     }
 
@@ -65,26 +62,4 @@ final class RunningNode: @unchecked Sendable {
         node = try Node(configuration: RunningNode.configuration(directory, peers: peers), logger: RunningNode.logger("restarted"))
         return try await start()
     }
-
-    deinit { try? FileManager.default.removeItem(atPath: directory) }
-}
-
-struct TestTimeout: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// Polls `condition` every 20 ms until it holds or `seconds` pass.
-func eventually(_ seconds: Double = 30, _ what: String, _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    throw TestTimeout("timed out after \(seconds) s waiting for: \(what)")
-}
-
-func randomChunks(_ n: Int, seed: UInt64, size: Int = 4096) -> [Chunk] {
-    var rng = SplitMix64(seed: seed)
-    return (0..<n).map { _ in try! Chunk(payload: rng.bytes(size)) }
 }

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ShoalCore
+import ShoalTestSupport
 import ShoalWire
 import Testing
 
@@ -43,12 +44,12 @@ final class LogRecorder: Sendable {
     func first(
         within timeout: Duration = .seconds(5), where predicate: (Record) -> Bool
     ) async -> Record? {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            if let record = all.first(where: predicate) { return record }
-            if ContinuousClock.now >= deadline { return nil }
-            try? await Task.sleep(for: .milliseconds(10))
+        var found: Record?
+        _ = await eventually(timeout: timeout, pollMs: 10) {
+            found = all.first(where: predicate)
+            return found != nil
         }
+        return found
     }
 
     /// The first record whose `handshake.failure` metadata is `code`.
@@ -164,9 +165,6 @@ func drainUntilClosed<T: Sendable>(_ inbound: NIOAsyncChannelInboundStream<T>) a
 
 /// A temporary directory, removed after `body`.
 func withTemporaryIdentityDirectory<T>(_ body: (String) throws -> T) throws -> T {
-    let path = FileManager.default.temporaryDirectory
-        .appendingPathComponent("shoal-transport-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    return try body(path)
+    let directory = try TemporaryDirectory("shoal-transport")
+    return try withExtendedLifetime(directory) { try body(directory.path) }
 }

@@ -3,6 +3,7 @@ import Foundation
 import LMDB
 import ShoalCore
 import ShoalStore
+import ShoalTestSupport
 import Synchronization
 import Testing
 
@@ -44,9 +45,9 @@ import Glibc
 
     @Test(arguments: Fault.allCases)
     func aWriteThatHitsAFaultIsNotAcknowledgedAndTheStoreReopensAtItsLastCommit(_ fault: Fault) async throws {
-        let t = try TestStore(seed: 11)
+        let t = try TemporaryStore(seed: 11)
         let writer = StoreWriter(store: t.store, limits: .withoutIdleMerge)
-        let acknowledged = t.chunks.next(24, size: 1000) + t.chunks.next(8, size: 4096)
+        let acknowledged = t.chunks.chunks(count: 24, size: 1000) + t.chunks.chunks(count: 8, size: 4096)
         for part in [acknowledged.prefix(16), acknowledged.dropFirst(16)] {
             _ = try await writer.apply(StoreBatch(chunks: Array(part)))
         }
@@ -54,7 +55,7 @@ import Glibc
 
         _Failpoints.arm(fault.site, after: 0, errno: fault.errno, under: t.directory)
         defer { _Failpoints.disarm(under: t.directory) }
-        let refused = t.chunks.next(12, size: 4096)
+        let refused = t.chunks.chunks(count: 12, size: 4096)
         let error = try await #require(throws: StoreError.self) { try await writer.apply(StoreBatch(chunks: refused)) }
         #expect(_Failpoints.injectedCount(under: t.directory) == 1, "the armed fault fired once")
         expect(error, isThe: fault)
@@ -63,7 +64,7 @@ import Glibc
         try expectHolds(t.store, exactly: acknowledged, notAny: refused)
         #expect(try t.store.verify().slotsNext == slotsBefore, "the refused batch took no slot")
 
-        let later = t.chunks.next(5, size: 2000)
+        let later = t.chunks.chunks(count: 5, size: 2000)
         if fault.stopsWrites {
             // The fault fired once; the disk "works" again, and still nothing is written.
             let again = try await #require(throws: StoreError.self) { try await writer.apply(StoreBatch(chunks: later)) }
@@ -84,7 +85,7 @@ import Glibc
         try expectHolds(t.store, exactly: kept, notAny: refused)
         try expectClean(t.store)
         #expect(t.store.writeFailure == nil, "a reopened store writes again")
-        let afterRestart = t.chunks.next(3)
+        let afterRestart = t.chunks.chunks(count: 3)
         #expect(try t.store.apply(StoreBatch(chunks: refused + afterRestart)).stored.count == refused.count + afterRestart.count)
         try expectHolds(t.store, exactly: kept + refused + afterRestart, notAny: [])
         try expectClean(t.store)
@@ -94,10 +95,10 @@ import Glibc
     /// None of them is retried alone (a one-shot fault would then let them through).
     @Test(arguments: [Fault.pwriteENOSPC, .fdatasyncEIO, .commitEIO])
     func everyCallerOfAFailedGroupGetsTheError(_ fault: Fault) async throws {
-        let t = try TestStore(seed: 12)
+        let t = try TemporaryStore(seed: 12)
         let writer = StoreWriter(store: t.store, limits: .withoutIdleMerge)
         defer { writer.stop() }
-        let acknowledged = t.chunks.next(10, size: 3000)
+        let acknowledged = t.chunks.chunks(count: 10, size: 3000)
 
         // Park the writer thread in the completion of a first batch, so the next ones queue up
         // and go into one group when it is let go.
@@ -107,17 +108,17 @@ import Glibc
             parked.store(true, ordering: .releasing)
             _ = release.wait(timeout: .now() + 30)
         }
-        try await waitUntil("the writer thread is parked") { parked.load(ordering: .acquiring) }
+        try await eventually("the writer thread is parked", pollMs: 5) { parked.load(ordering: .acquiring) }
 
         _Failpoints.arm(fault.site, after: 0, errno: fault.errno, under: t.directory)
         defer { _Failpoints.disarm(under: t.directory) }
-        let batches = (0..<4).map { _ in t.chunks.next(3, size: 4096) }
+        let batches = (0..<4).map { _ in t.chunks.chunks(count: 3, size: 4096) }
         let results = Locked<[Int: Result<BatchResult, StoreError>]>([:])
         for (i, batch) in batches.enumerated() {
             writer.submit(StoreBatch(chunks: batch)) { result in results.withLock { $0[i] = result } }
         }
         release.signal()
-        try await waitUntil("every caller has an answer") { results.withLock { $0.count } == batches.count }
+        try await eventually("every caller has an answer", pollMs: 5) { results.withLock { $0.count } == batches.count }
 
         let answers = results.withLock { $0 }
         for i in batches.indices {
@@ -138,15 +139,15 @@ import Glibc
 
     /// An idle merge of `landing` is a write like any other.
     @Test func aFailedCommitOfAMergeStopsWritesAndLosesNothing() throws {
-        let t = try TestStore(seed: 13)
-        let acknowledged = t.chunks.next(20, size: 500)
+        let t = try TemporaryStore(seed: 13)
+        let acknowledged = t.chunks.chunks(count: 20, size: 500)
         try t.store.apply(StoreBatch(chunks: acknowledged))
         _Failpoints.arm(.commit, after: 0, errno: EIO, under: t.directory)
         defer { _Failpoints.disarm(under: t.directory) }
         let error = try #require(throws: StoreError.self) { try t.store.mergeLanding() }
         #expect(error.code == .writerFailed)
         #expect(try t.store.read { try $0.landingCount() } == acknowledged.count, "the merge is not visible")
-        #expect(throws: StoreError.self) { try t.store.apply(StoreBatch(chunks: t.chunks.next(1))) }
+        #expect(throws: StoreError.self) { try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 1))) }
         try expectHolds(t.store, exactly: acknowledged, notAny: [])
         try t.reopen()
         try expectHolds(t.store, exactly: acknowledged, notAny: [])
@@ -154,13 +155,13 @@ import Glibc
     }
 
     @Test func anArmedFaultTouchesOnlyTheStoreItWasArmedFor() throws {
-        let armed = try TestStore(seed: 14)
-        let other = try TestStore(seed: 15)
+        let armed = try TemporaryStore(seed: 14)
+        let other = try TemporaryStore(seed: 15)
         _Failpoints.arm(.fdatasync, after: 0, errno: EIO, under: armed.directory)
         defer { _Failpoints.disarm(under: armed.directory) }
-        #expect(try other.store.apply(StoreBatch(chunks: other.chunks.next(4))).stored.count == 4)
+        #expect(try other.store.apply(StoreBatch(chunks: other.chunks.chunks(count: 4))).stored.count == 4)
         #expect(other.store.writeFailure == nil)
-        #expect(throws: StoreError.self) { try armed.store.apply(StoreBatch(chunks: armed.chunks.next(4))) }
+        #expect(throws: StoreError.self) { try armed.store.apply(StoreBatch(chunks: armed.chunks.chunks(count: 4))) }
     }
 
     // MARK: Helpers
@@ -202,15 +203,6 @@ import Glibc
         #expect(try store.count() == expected.count, sourceLocation: sourceLocation)
     }
 
-    private func waitUntil(_ what: String, _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while !condition() {
-            guard ContinuousClock.now < deadline else { throw WaitTimedOut(what: what) }
-            try await Task.sleep(for: .milliseconds(5))
-        }
-    }
-
-    struct WaitTimedOut: Error { var what: String }
 }
 
 extension StoreWriter.Limits {

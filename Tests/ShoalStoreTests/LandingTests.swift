@@ -2,13 +2,14 @@ import Foundation
 import LMDB
 import ShoalCore
 @testable import ShoalStore
+import ShoalTestSupport
 import Testing
 
 /// New chunk records go to `landing` (appends) and are merged into `chunks` in address order.
 struct LandingTests {
     @Test func storedChunksLandAndAMergeMovesThemInAddressOrder() throws {
-        let t = try TestStore()
-        let chunks = t.chunks.next(100)
+        let t = try TemporaryStore()
+        let chunks = t.chunks.chunks(count: 100)
         try t.store.apply(StoreBatch(chunks: chunks))
         #expect(try t.store.read { try $0.landingCount() } == 100)
         #expect(try t.store.read { try $0.isLanded(chunks[0].address) })
@@ -32,8 +33,8 @@ struct LandingTests {
     }
 
     @Test func aChunkIsStoredOnceWhereverItsRecordIs() throws {
-        let t = try TestStore()
-        let merged = t.chunks.next(), landed = t.chunks.next()
+        let t = try TemporaryStore()
+        let merged = t.chunks.chunk(), landed = t.chunks.chunk()
         try t.store.apply(StoreBatch(chunks: [merged]))
         try t.store.mergeLanding()
         try t.store.apply(StoreBatch(chunks: [landed]))
@@ -42,30 +43,24 @@ struct LandingTests {
         #expect(again.duplicates == 3)
         #expect(try t.store.count() == 2)
         // Twice in one batch: stored once.
-        let fresh = t.chunks.next()
+        let fresh = t.chunks.chunk()
         let twice = try t.store.apply(StoreBatch(chunks: [fresh, fresh]))
         #expect(twice.stored.count == 1 && twice.duplicates == 1)
         try expectClean(t.store)
     }
 
     @Test func aFullLandingIsMergedInsideTheCommit() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("landing-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        var options = Store.Options(overlay: Address32(w0: 9, w1: 9, w2: 9, w3: 9))
-        options.landingMax = 10
-        let store = try Store(directory: directory, options: options)
-        defer { store.close() }
-        var source = ChunkSource(seed: 4)
-        for _ in 0..<5 { try store.apply(StoreBatch(chunks: source.next(4, size: 100))) }
+        let t = try TemporaryStore(overlay: Address32(w0: 9, w1: 9, w2: 9, w3: 9), seed: 4) { $0.landingMax = 10 }
+        for _ in 0..<5 { try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 4, size: 100))) }
         // 4, 8, then 12 ≥ 10 merged, 4, 8.
-        #expect(try store.read { try $0.landingCount() } == 8)
-        #expect(try store.count() == 20)
-        try expectClean(store)
+        #expect(try t.store.read { try $0.landingCount() } == 8)
+        #expect(try t.store.count() == 20)
+        try expectClean(t.store)
     }
 
     @Test func aReopenedOrReadOnlyStoreFindsLandedChunks() throws {
-        let t = try TestStore()
-        let chunks = t.chunks.next(30, size: 500)
+        let t = try TemporaryStore()
+        let chunks = t.chunks.chunks(count: 30, size: 500)
         try t.store.apply(StoreBatch(chunks: chunks))
         try t.reopen(readOnly: true)
         for chunk in chunks { #expect(try t.store.get(chunk.address, verify: true) == chunk) }
@@ -78,8 +73,8 @@ struct LandingTests {
     }
 
     @Test func aReaderFromBeforeAMergeStillSeesItsChunks() throws {
-        let t = try TestStore()
-        let chunks = t.chunks.next(20, size: 200)
+        let t = try TemporaryStore()
+        let chunks = t.chunks.chunks(count: 20, size: 200)
         try t.store.apply(StoreBatch(chunks: chunks))
         try t.store.read { r in
             // The merge commits while this snapshot is open: in it the records are still in `landing`.
@@ -87,18 +82,18 @@ struct LandingTests {
             for chunk in chunks { #expect(try r.has(chunk.address)) }
         }
         // A write after the reader ended lets the index forget the merged entries.
-        try t.store.apply(StoreBatch(chunks: [t.chunks.next()]))
+        try t.store.apply(StoreBatch(chunks: [t.chunks.chunk()]))
         for chunk in chunks { #expect(try t.store.has(chunk.address)) }
         #expect(try t.store.read { try $0.landingCount() } == 1)
     }
 
     @Test func theWriterMergesWhenIdle() async throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         var limits = StoreWriter.Limits()
         limits.idleMergeAfterMs = 20
         let writer = StoreWriter(store: t.store, limits: limits)
         defer { writer.stop() }
-        _ = try await writer.apply(StoreBatch(chunks: t.chunks.next(10, size: 64)))
+        _ = try await writer.apply(StoreBatch(chunks: t.chunks.chunks(count: 10, size: 64)))
         let deadline = ContinuousClock.now + .seconds(30)
         while try t.store.read({ try $0.landingCount() }) > 0 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(10))
@@ -108,18 +103,18 @@ struct LandingTests {
     }
 
     @Test func evictionRemovesLandedAndMergedChunksAlike() throws {
-        let t = try TestStore(capacity: 40)
-        try t.store.apply(StoreBatch(chunks: t.chunks.next(30, size: 64)))
+        let t = try TemporaryStore(capacity: 40)
+        try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 30, size: 64)))
         try t.store.mergeLanding()
-        let result = try t.store.apply(StoreBatch(chunks: t.chunks.next(30, size: 64)))
+        let result = try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 30, size: 64)))
         #expect(result.evicted > 0)
         #expect(try t.store.count() <= 40)
         try expectClean(t.store)
     }
 
     @Test func aVersionOneStoreIsMigrated() throws {
-        let t = try TestStore()
-        let chunks = t.chunks.next(5)
+        let t = try TemporaryStore()
+        let chunks = t.chunks.chunks(count: 5)
         try t.store.apply(StoreBatch(chunks: chunks))
         try t.store.mergeLanding()
         // Make it look like a v1 store: no landing database, no landing_next, schema 1.
@@ -136,7 +131,7 @@ struct LandingTests {
         }
         #expect(try t.store.read { try $0.schemaVersion() } == Schema.version)
         for chunk in chunks { #expect(try t.store.get(chunk.address, verify: true) == chunk) }
-        try t.store.apply(StoreBatch(chunks: t.chunks.next(3)))
+        try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 3)))
         #expect(try t.store.count() == 8)
         try expectClean(t.store)
     }
@@ -144,14 +139,14 @@ struct LandingTests {
 
 struct SlotFileTests {
     @Test func stagedRunsReachTheFileAtSync() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("slots-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
+        let directory = try TemporaryDirectory("slots")
+        let path = directory.sub("slots")
         let file = try SlotFile(path: path, slotSize: 4096, readOnly: false, stagingBytes: 3 * 4096)
         // A run of 5 (the buffer holds 3), a gap, a lone short payload, then an earlier slot.
         var payloads: [UInt64: [UInt8]] = [:]
-        var source = ChunkSource(seed: 8)
+        var source = SeededChunks(seed: 8)
         for slot: UInt64 in [0, 1, 2, 3, 4, 9, 6] {
-            let bytes = source.rng.bytes(slot == 9 ? 100 : 4096)
+            let bytes = source.bytes(slot == 9 ? 100 : 4096)
             payloads[slot] = bytes
             try bytes.withUnsafeBytes { try file.write(slot: slot, payload: $0) }
         }

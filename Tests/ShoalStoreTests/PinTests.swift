@@ -2,12 +2,13 @@ import Foundation
 import LMDB
 import ShoalCore
 @testable import ShoalStore
+import ShoalTestSupport
 import Testing
 
 struct PinTests {
     @Test func aPinNeedsEveryChunkStoredAndCountsEachOnce() throws {
-        let t = try TestStore()
-        let tree = t.chunks.next(4)
+        let t = try TemporaryStore()
+        let tree = t.chunks.chunks(count: 4)
         let root = tree[0].address
         try t.store.apply(StoreBatch(chunks: Array(tree.prefix(3))))
 
@@ -36,9 +37,9 @@ struct PinTests {
     }
 
     @Test func twoPinsShareChunksAndUnpinningOneKeepsTheOther() throws {
-        let t = try TestStore()
-        let shared = t.chunks.next(2)
-        let a = t.chunks.next(2), b = t.chunks.next(2)
+        let t = try TemporaryStore()
+        let shared = t.chunks.chunks(count: 2)
+        let a = t.chunks.chunks(count: 2), b = t.chunks.chunks(count: 2)
         try t.store.apply(StoreBatch(chunks: shared + a + b))
         var batch = StoreBatch()
         batch.pins = [PinRequest(root: a[0].address, chunks: (a + shared).map(\.address), bytes: 1),
@@ -59,11 +60,11 @@ struct PinTests {
     }
 
     @Test func evictionNeverTakesAPinnedChunk() throws {
-        let t = try TestStore(capacity: 10)
+        let t = try TemporaryStore(capacity: 10)
         // Bin 0 holds 6 chunks, 2 of them pinned; bins 1 and 2 hold 3 each.
-        let bin0 = (0..<6).map { _ in t.chunks.next(inBin: 0, of: t.overlay) }
-        let bin1 = (0..<3).map { _ in t.chunks.next(inBin: 1, of: t.overlay) }
-        let bin2 = (0..<3).map { _ in t.chunks.next(inBin: 2, of: t.overlay) }
+        let bin0 = try (0..<6).map { _ in try t.chunks.chunk(inBin: 0, of: t.overlay) }
+        let bin1 = try (0..<3).map { _ in try t.chunks.chunk(inBin: 1, of: t.overlay) }
+        let bin2 = try (0..<3).map { _ in try t.chunks.chunk(inBin: 2, of: t.overlay) }
         var batch = StoreBatch(chunks: bin0)
         batch.pins = [PinRequest(root: bin0[0].address, chunks: [bin0[0].address, bin0[1].address], bytes: 2)]
         #expect(try t.store.apply(batch).pinOutcomes == [.pinned])
@@ -78,14 +79,14 @@ struct PinTests {
     }
 
     @Test func morePinnedThanCapacityEvictsEverythingElseAndStops() throws {
-        let t = try TestStore(capacity: 3)
-        let pinned = (0..<2).map { _ in t.chunks.next(inBin: 0, of: t.overlay) }
-            + (0..<2).map { _ in t.chunks.next(inBin: 3, of: t.overlay) }
+        let t = try TemporaryStore(capacity: 3)
+        let pinned = try (0..<2).map { _ in try t.chunks.chunk(inBin: 0, of: t.overlay) }
+            + (0..<2).map { _ in try t.chunks.chunk(inBin: 3, of: t.overlay) }
         var batch = StoreBatch(chunks: pinned)
         batch.pins = [PinRequest(root: pinned[0].address, chunks: pinned.map(\.address), bytes: 4)]
         try t.store.apply(batch)
-        let loose = (0..<2).map { _ in t.chunks.next(inBin: 1, of: t.overlay) }
-            + (0..<2).map { _ in t.chunks.next(inBin: 5, of: t.overlay) }
+        let loose = try (0..<2).map { _ in try t.chunks.chunk(inBin: 1, of: t.overlay) }
+            + (0..<2).map { _ in try t.chunks.chunk(inBin: 5, of: t.overlay) }
         let result = try t.store.apply(StoreBatch(chunks: loose))
         // Every unpinned chunk goes (bins 1 and 5 are above some pinned ones), the 4 pinned stay;
         // the radius ends above the last bin anything was evicted from.
@@ -99,14 +100,14 @@ struct PinTests {
         var unpin = StoreBatch()
         unpin.unpins = [UnpinRequest(root: pinned[0].address, chunks: pinned.map(\.address))]
         try t.store.apply(unpin)
-        try t.store.apply(StoreBatch(chunks: [t.chunks.next(inBin: 6, of: t.overlay)]))
+        try t.store.apply(StoreBatch(chunks: [try t.chunks.chunk(inBin: 6, of: t.overlay)]))
         #expect(try t.store.count() <= 3)
         try expectClean(t.store)
     }
 
     @Test func pinsSurviveAReopen() throws {
-        let t = try TestStore()
-        let tree = t.chunks.next(3)
+        let t = try TemporaryStore()
+        let tree = t.chunks.chunks(count: 3)
         var batch = StoreBatch(chunks: tree)
         batch.pins = [PinRequest(root: tree[0].address, chunks: tree.map(\.address), bytes: 3)]
         try t.store.apply(batch)

@@ -2,12 +2,13 @@ import Foundation
 import LMDB
 import ShoalCore
 @testable import ShoalStore
+import ShoalTestSupport
 import Testing
 
 struct StoreTests {
     @Test func storedChunksReadBackAndSurviveAReopen() throws {
-        let t = try TestStore()
-        let chunks = t.chunks.next(100) + [try Chunk(span: 9000, payload: [1, 2, 3])]
+        let t = try TemporaryStore()
+        let chunks = t.chunks.chunks(count: 100) + [try Chunk(span: 9000, payload: [1, 2, 3])]
         let result = try t.store.apply(StoreBatch(chunks: chunks))
         #expect(result.stored.count == chunks.count)
         #expect(result.duplicates == 0)
@@ -21,10 +22,10 @@ struct StoreTests {
     }
 
     @Test func aChunkAlreadyStoredIsNotStoredTwice() throws {
-        let t = try TestStore()
-        let chunks = t.chunks.next(10)
+        let t = try TemporaryStore()
+        let chunks = t.chunks.chunks(count: 10)
         try t.store.apply(StoreBatch(chunks: chunks))
-        let again = try t.store.apply(StoreBatch(chunks: chunks + [chunks[0]] + t.chunks.next(2)))
+        let again = try t.store.apply(StoreBatch(chunks: chunks + [chunks[0]] + t.chunks.chunks(count: 2)))
         #expect(again.duplicates == 11)
         #expect(again.stored.count == 2)
         #expect(try t.store.count() == 12)
@@ -34,9 +35,9 @@ struct StoreTests {
     }
 
     @Test func binIDsIncreasePerBinFromOneAndCursorsFollow() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         var chunks: [Chunk] = []
-        for bin in [0, 0, 1, 0, 2, 1] { chunks.append(t.chunks.next(inBin: bin, of: t.overlay)) }
+        for bin in [0, 0, 1, 0, 2, 1] { chunks.append(try t.chunks.chunk(inBin: bin, of: t.overlay)) }
         let result = try t.store.apply(StoreBatch(chunks: chunks))
         #expect(result.stored.map(\.bin) == [0, 0, 1, 0, 2, 1])
         #expect(result.stored.map(\.binID) == [1, 2, 1, 3, 1, 2])
@@ -48,16 +49,16 @@ struct StoreTests {
     }
 
     @Test func hasAnswersManyAtOnce() throws {
-        let t = try TestStore()
-        let stored = t.chunks.next(3), absent = t.chunks.next(2)
+        let t = try TemporaryStore()
+        let stored = t.chunks.chunks(count: 3), absent = t.chunks.chunks(count: 2)
         try t.store.apply(StoreBatch(chunks: stored))
         #expect(try t.store.has((stored + absent).map(\.address)) == [true, true, true, false, false])
     }
 
     @Test func intervalsAreSealedAndResetWhenThePeersEpochChanges() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         let peer = Address32(w0: 9, w1: 9, w2: 9, w3: 9)
-        var batch = StoreBatch(chunks: t.chunks.next(2))
+        var batch = StoreBatch(chunks: t.chunks.chunks(count: 2))
         batch.seals = [IntervalSeal(peer: peer, bin: 3, epoch: 7, range: 1...10),
                        IntervalSeal(peer: peer, bin: 3, epoch: 7, range: 12...20)]
         try t.store.apply(batch)
@@ -69,11 +70,11 @@ struct StoreTests {
     }
 
     @Test func aSealWaitsForChunksAnotherStreamIsFetching() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         let peer = Address32(w0: 4, w1: 4, w2: 4, w3: 4)
-        let elsewhere = t.chunks.next()
+        let elsewhere = t.chunks.chunk()
         let seal = IntervalSeal(peer: peer, bin: 1, epoch: 1, range: 1...8, requires: [elsewhere.address])
-        let early = try t.store.apply(StoreBatch(chunks: t.chunks.next(2), seals: [seal]))
+        let early = try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 2), seals: [seal]))
         #expect(early.unsealed == [0])
         #expect(try t.store.read { try $0.intervals(peer: peer, bin: 1) } == nil)
         let later = try t.store.apply(StoreBatch(chunks: [elsewhere], seals: [seal]))
@@ -82,7 +83,7 @@ struct StoreTests {
     }
 
     @Test func resettingOnePeerLeavesTheOthers() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         let a = Address32(w0: 1, w1: 0, w2: 0, w3: 0), b = Address32(w0: 2, w1: 0, w2: 0, w3: 0)
         try t.store.apply(StoreBatch(seals: [IntervalSeal(peer: a, bin: 0, epoch: 1, range: 1...5),
                                              IntervalSeal(peer: a, bin: 4, epoch: 1, range: 1...5),
@@ -95,8 +96,8 @@ struct StoreTests {
     }
 
     @Test func aChunkLeavesTheFetchSetInTheTransactionThatStoresIt() throws {
-        let t = try TestStore()
-        let wanted = t.chunks.next(3)
+        let t = try TemporaryStore()
+        let wanted = t.chunks.chunks(count: 3)
         let hint = Address32(w0: 7, w1: 7, w2: 7, w3: 7)
         var batch = StoreBatch()
         batch.fetchUpserts = wanted.map { ($0.address, FetchRecord(attempts: 1, nextAttemptMs: 5, group: nil, hints: [hint])) }
@@ -115,7 +116,7 @@ struct StoreTests {
     }
 
     @Test func peersDownloadsAndABoundedJournal() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         let peer = Address32(w0: 3, w1: 3, w2: 3, w3: 3)
         var batch = StoreBatch()
         batch.peerUpserts = [(peer, PeerRecord(addresses: ["127.0.0.1:1634"], lastSeenMs: 10, score: -3, banUntilMs: 99))]
@@ -134,7 +135,7 @@ struct StoreTests {
     }
 
     @Test func aStoreFromANewerSchemaIsRefused() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         try t.whileClosed { dir in
             try withRawEnvironment(dir) { env in
                 let meta = try env.openDatabase(Schema.Name.meta)
@@ -151,7 +152,7 @@ struct StoreTests {
     }
 
     @Test func anotherNodesStoreIsRefused() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         t.store.close()
         let error = #expect(throws: StoreError.self) {
             try Store(directory: t.directory, options: Store.Options(overlay: Address32(w0: 1, w1: 1, w2: 1, w3: 1)))
@@ -161,7 +162,7 @@ struct StoreTests {
     }
 
     @Test func aStoreIsNotOpenedTwiceInOneProcess() throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         // A second writer is refused by the writer lock, before LMDB is asked.
         let error = #expect(throws: StoreError.self) { try Store(directory: t.directory, options: Store.Options(overlay: t.overlay)) }
         #expect(error?.code == .inUse)
@@ -172,8 +173,8 @@ struct StoreTests {
     }
 
     @Test func closingAWritableStoreLetsTheNextWriterIn() throws {
-        let t = try TestStore()
-        try t.store.apply(StoreBatch(chunks: t.chunks.next(2)))
+        let t = try TemporaryStore()
+        try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 2)))
         try t.reopen()
         #expect(try t.store.count() == 2)
         #expect(FileManager.default.fileExists(atPath: t.directory + "/writer.lock"))
@@ -186,9 +187,8 @@ struct StoreTests {
     }
 
     @Test func readOnlyOpenOfNothingIsNotAStore() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("empty-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let empty = try TemporaryDirectory("empty")
+        let dir = empty.path
         let error = #expect(throws: StoreError.self) { try Store(directory: dir, options: Store.Options(readOnly: true)) }
         #expect(error?.code == .notAStore)
         let noOverlay = #expect(throws: StoreError.self) { try Store(directory: dir + "/new", options: Store.Options()) }
@@ -196,18 +196,18 @@ struct StoreTests {
     }
 
     @Test func aReadOnlyStoreRefusesWrites() throws {
-        let t = try TestStore()
-        try t.store.apply(StoreBatch(chunks: t.chunks.next(1)))
+        let t = try TemporaryStore()
+        try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 1)))
         try t.reopen(readOnly: true)
-        let error = #expect(throws: StoreError.self) { try t.store.apply(StoreBatch(chunks: t.chunks.next(1))) }
+        let error = #expect(throws: StoreError.self) { try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 1))) }
         #expect(error?.code == .readOnly)
         #expect(try t.store.count() == 1)
     }
 
     @Test func aFullMapFailsTheBatchCleanlyAndStoresNothingOfIt() throws {
-        let t = try TestStore(mapSize: 1 << 20, mapSizeMax: 1 << 20)
-        try t.store.apply(StoreBatch(chunks: t.chunks.next(10)))
-        let big = t.chunks.next(20_000, size: 16)
+        let t = try TemporaryStore(mapSize: 1 << 20, mapSizeMax: 1 << 20)
+        try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 10)))
+        let big = t.chunks.chunks(count: 20_000, size: 16)
         let error = #expect(throws: StoreError.self) { try t.store.apply(StoreBatch(chunks: big)) }
         #expect((error?.underlying as? LMDBError)?.name == "MDB_MAP_FULL")
         #expect(try t.store.count() == 10)
@@ -216,16 +216,16 @@ struct StoreTests {
     }
 
     @Test func theMapGrowsFromOneMebibyteAsChunksArrive() throws {
-        let t = try TestStore(mapSize: 1 << 20)
-        for _ in 0..<10 { try t.store.apply(StoreBatch(chunks: t.chunks.next(2000, size: 32))) }
+        let t = try TemporaryStore(mapSize: 1 << 20)
+        for _ in 0..<10 { try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 2000, size: 32))) }
         #expect(try t.store.count() == 20_000)
         #expect(t.store.environment.mapSize > 1 << 20)
         try expectClean(t.store)
     }
 
     @Test func invalidSealsAreRefusedBeforeAnythingIsWritten() throws {
-        let t = try TestStore()
-        var batch = StoreBatch(chunks: t.chunks.next(1))
+        let t = try TemporaryStore()
+        var batch = StoreBatch(chunks: t.chunks.chunks(count: 1))
         batch.seals = [IntervalSeal(peer: .zero, bin: 32, epoch: 1, range: 1...1)]
         let error = #expect(throws: StoreError.self) { try t.store.apply(batch) }
         #expect(error?.code == .invalidBatch)

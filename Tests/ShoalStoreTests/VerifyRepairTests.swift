@@ -2,17 +2,18 @@ import Foundation
 import LMDB
 import ShoalCore
 @testable import ShoalStore
+import ShoalTestSupport
 import Testing
 
 struct VerifyRepairTests {
     /// A store with chunks in several bins, intervals, fetch entries and a peer; with `merged`,
     /// the chunk records are in `chunks`, else still in `landing`.
-    static func populated(merged: Bool = false) throws -> (TestStore, [Chunk]) {
-        let t = try TestStore()
-        let chunks = t.chunks.next(40)
+    static func populated(merged: Bool = false) throws -> (TemporaryStore, [Chunk]) {
+        let t = try TemporaryStore()
+        let chunks = t.chunks.chunks(count: 40)
         var batch = StoreBatch(chunks: chunks)
         batch.seals = [IntervalSeal(peer: Address32(w0: 1, w1: 2, w2: 3, w3: 4), bin: 2, epoch: 5, range: 1...40)]
-        batch.fetchUpserts = [(t.chunks.next().address, FetchRecord(attempts: 2))]
+        batch.fetchUpserts = [(t.chunks.chunk().address, FetchRecord(attempts: 2))]
         batch.peerUpserts = [(Address32(w0: 1, w1: 2, w2: 3, w3: 4), PeerRecord(addresses: ["127.0.0.1:9"]))]
         try t.store.apply(batch)
         if merged { #expect(try t.store.mergeLanding() == chunks.count) }
@@ -149,8 +150,8 @@ struct VerifyRepairTests {
     }
 
     @Test func aBackupIsACompactedCopyOfTheSameStore() throws {
-        let t = try TestStore(capacity: 30)
-        let chunks = t.chunks.next(60)
+        let t = try TemporaryStore(capacity: 30)
+        let chunks = t.chunks.chunks(count: 60)
         try t.store.apply(StoreBatch(chunks: chunks))  // evicts bins, leaving free slots
         let before = try t.store.read { r in (try r.chunkCount(), try r.cursors(), try r.freeSlotCount()) }
         #expect(before.2 > 0)
@@ -177,8 +178,8 @@ struct VerifyRepairTests {
 
 struct DamagedNumbersTests {
     @Test func aHugeSlotNumberIsAnErrorNotACrash() throws {
-        let t = try TestStore()
-        let chunk = t.chunks.next()
+        let t = try TemporaryStore()
+        let chunk = t.chunks.chunk()
         try t.store.apply(StoreBatch(chunks: [chunk]))
         try t.whileClosed { dir in
             try withRawEnvironment(dir) { env in
@@ -196,8 +197,8 @@ struct DamagedNumbersTests {
     }
 
     @Test func aHugeSlotsNextIsReportedNotAllocated() throws {
-        let t = try TestStore()
-        try t.store.apply(StoreBatch(chunks: t.chunks.next(3)))
+        let t = try TemporaryStore()
+        try t.store.apply(StoreBatch(chunks: t.chunks.chunks(count: 3)))
         try t.whileClosed { dir in
             try withRawEnvironment(dir) { env in
                 let meta = try env.openDatabase(Schema.Name.meta)

@@ -1,14 +1,15 @@
 import Foundation
 import ShoalCore
 import ShoalStore
+import ShoalTestSupport
 import Testing
 
 struct WriterTests {
     @Test func concurrentBatchesAreGroupedAndEachCallerResumesAfterItsCommit() async throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         let writer = StoreWriter(store: t.store)
         defer { writer.stop() }
-        let batches = (0..<64).map { _ in t.chunks.next(20, size: 256) }
+        let batches = (0..<64).map { _ in t.chunks.chunks(count: 20, size: 256) }
         let results = try await withThrowingTaskGroup(of: BatchResult.self) { group in
             for chunks in batches { group.addTask { try await writer.apply(StoreBatch(chunks: chunks)) } }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -22,12 +23,12 @@ struct WriterTests {
     }
 
     @Test func aBadBatchFailsAloneInItsGroup() async throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         let writer = StoreWriter(store: t.store)
         defer { writer.stop() }
-        var bad = StoreBatch(chunks: t.chunks.next(1))
+        var bad = StoreBatch(chunks: t.chunks.chunks(count: 1))
         bad.seals = [IntervalSeal(peer: .zero, bin: 99, epoch: 1, range: 1...2)]
-        let good = t.chunks.next(5)
+        let good = t.chunks.chunks(count: 5)
         async let a = writer.apply(StoreBatch(chunks: good))
         async let b: Result<BatchResult, StoreError> = { () async -> Result<BatchResult, StoreError> in
             do throws(StoreError) { return .success(try await writer.apply(bad)) } catch { return .failure(error) }
@@ -39,13 +40,13 @@ struct WriterTests {
     }
 
     @Test func stopCommitsWhatIsQueuedThenRefuses() async throws {
-        let t = try TestStore()
+        let t = try TemporaryStore()
         let writer = StoreWriter(store: t.store)
         let done = DispatchSemaphore(value: 0)
-        for _ in 0..<10 { writer.submit(StoreBatch(chunks: t.chunks.next(3, size: 100))) { _ in done.signal() } }
+        for _ in 0..<10 { writer.submit(StoreBatch(chunks: t.chunks.chunks(count: 3, size: 100))) { _ in done.signal() } }
         writer.stop()
         for _ in 0..<10 { #expect(done.wait(timeout: .now() + 10) == .success) }
         #expect(try t.store.count() == 30)
-        await #expect(throws: StoreError.self) { try await writer.apply(StoreBatch(chunks: t.chunks.next(1))) }
+        await #expect(throws: StoreError.self) { try await writer.apply(StoreBatch(chunks: t.chunks.chunks(count: 1))) }
     }
 }

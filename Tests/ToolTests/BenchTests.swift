@@ -1,4 +1,5 @@
 import Foundation
+import ShoalTestSupport
 import Testing
 
 /// `shoal-bench store` runs end to end and reports every figure in the peers' RESULT format.
@@ -10,7 +11,7 @@ import Testing
     ]
 
     @Test func storeBenchReportsEveryFigure() async throws {
-        let dir = TemporaryDirectory("bench")
+        let dir = try TemporaryDirectory("bench")
         let run = try await Tools.run("shoal-bench", ["store", "--chunks", "2000", "--dir", dir.path, "--no-lmdb"],
                                 timeoutSeconds: 120)
         #expect(run.status == 0, "shoal-bench store failed:\n\(run.stderr)")
@@ -39,7 +40,7 @@ import Testing
     /// With the raw-LMDB reference: its lines come through and the ratio is printed, or, where
     /// python3 or py-lmdb is missing, a note says the ratio was skipped.
     @Test func storeBenchComparesWithRawLMDBOrSaysWhyNot() async throws {
-        let dir = TemporaryDirectory("bench-lmdb")
+        let dir = try TemporaryDirectory("bench-lmdb")
         // <clone>/Tests/ToolTests/BenchTests.swift → <clone>/../shared/peers
         let peers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/peers").path

@@ -1,11 +1,12 @@
 import Foundation
+import ShoalTestSupport
 import Testing
 
 /// The store's crash promise, checked on real processes: a writer SIGKILLed at random moments
 /// loses nothing it acknowledged, leaves `lmdb-inspect verify` clean and leaves no reader slot.
 @Suite struct CrashLoopTests {
     @Test func killedWritersLoseNoAcknowledgedBatch() async throws {
-        let dir = TemporaryDirectory("crash-loop")
+        let dir = try TemporaryDirectory("crash-loop")
         let run = try await Tools.run("shoal-bench", ["crash-loop", "--dir", dir.sub("store"), "--cycles", "5", "--seed", "7"],
                                 timeoutSeconds: 120)
         #expect(run.status == 0, "crash-loop failed:\n\(run.stderr)")
@@ -24,7 +25,7 @@ import Testing
     /// With a capacity, bins are evicted and their slots reused while writers are killed: every
     /// acknowledged chunk outside the evicted bins is still there and re-hashes to its address.
     @Test func killedWritersAtCapacityLoseNothingOutsideEvictedBins() async throws {
-        let dir = TemporaryDirectory("crash-loop-capacity")
+        let dir = try TemporaryDirectory("crash-loop-capacity")
         let run = try await Tools.run("shoal-bench", ["crash-loop", "--dir", dir.sub("store"), "--cycles", "4", "--seed", "11",
                                                 "--capacity-chunks", "3000"],
                                 timeoutSeconds: 120)

@@ -1,4 +1,5 @@
 import Foundation
+import ShoalTestSupport
 import Testing
 
 @testable import shoal_bench
@@ -15,7 +16,7 @@ import Testing
 
     @Test(.timeLimit(.minutes(8)))
     func aSmallRunReportsEveryFigureWithoutThePeer() async throws {
-        let dir = TemporaryDirectory("file-api")
+        let dir = try TemporaryDirectory("file-api")
         let run = try await Tools.run(
             "shoal-bench",
             ["file-api", "--bytes", "1M", "--range-file-bytes", "5M", "--rounds", "1", "--range-requests", "3",

@@ -1,5 +1,6 @@
 import Foundation
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -12,9 +13,9 @@ import FoundationNetworking
 @Suite(.serialized) struct IOFaultProcessTests {
     @Test(.timeLimit(.minutes(3)))
     func aNodeWhoseSyncFailsRefusesUploadsAndKeepsServingReads() async throws {
-        let dir = TemporaryDirectory("io-fault-node")
+        let dir = try TemporaryDirectory("io-fault-node")
         let data = dir.sub("node")
-        var factory = ChunkFactory(seed: 41)
+        var factory = SeededChunks(seed: 41)
         let (first, second, third) = (factory.chunk(), factory.chunk(size: 900), factory.chunk(size: 10))
 
         // The first payload sync passes, the second fails with EIO.

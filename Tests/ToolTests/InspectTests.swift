@@ -3,6 +3,7 @@ import Foundation
 import LMDB
 import ShoalCore
 import ShoalStore
+import ShoalTestSupport
 import Synchronization
 import Testing
 
@@ -232,7 +233,7 @@ struct InspectTests {
 
     @Test(arguments: NotAStore.allCases)
     func whatCannotBeOpenedExitsTwoWithOneLine(_ kind: NotAStore) async throws {
-        let dir = TemporaryDirectory("inspect")
+        let dir = try TemporaryDirectory("inspect")
         var path = dir.sub("target")
         var expected = ""
         switch kind {
@@ -280,7 +281,7 @@ struct InspectTests {
     }
 
     @Test func readOnlyCommandsCreateNothing() async throws {
-        let dir = TemporaryDirectory("inspect")
+        let dir = try TemporaryDirectory("inspect")
         let path = dir.sub("empty")
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         _ = try await Tools.run("lmdb-inspect", ["summary", path])
@@ -304,9 +305,9 @@ struct InspectTests {
         writes.enter()
         DispatchQueue.global().async {
             defer { writes.leave() }
-            var factory = ChunkFactory(seed: 99)
+            var factory = SeededChunks(seed: 99)
             while !stop.load(ordering: .acquiring) && written.load(ordering: .relaxed) < batchesMax {
-                var batch = StoreBatch(chunks: factory.chunks(4, size: 1024))
+                var batch = StoreBatch(chunks: factory.chunks(count: 4, size: 1024))
                 batch.journal = ["live write \(written.load(ordering: .relaxed))"]
                 do { try store.apply(batch) } catch { writerFailure.withLock { $0 = "\(error)" }; return }
                 written.add(1, ordering: .releasing)
@@ -585,7 +586,7 @@ struct InspectTests {
 final class Fixture: @unchecked Sendable {
     enum Layout { case storeDirectory, nodeDataDirectory }
 
-    let dir = TemporaryDirectory("inspect")
+    let dir: TemporaryDirectory
     /// The LMDB directory.
     let path: String
     let overlay: OverlayAddress
@@ -604,15 +605,16 @@ final class Fixture: @unchecked Sendable {
     var binsUsed: [Int] { chunksPerBin.keys.sorted() }
 
     init(layout: Layout = .storeDirectory, mapSize: Int? = nil, capacityChunks: UInt64? = nil, seed: UInt64 = 1) throws {
+        dir = try TemporaryDirectory("inspect")
         // A node keeps its store in `<data directory>/store`; a bare store can live anywhere.
         path = layout == .storeDirectory ? dir.sub("shoal-store") : dir.sub("store")
         var random = SplitMix64(seed: seed)
         overlay = Address32(bytes: random.bytes(32))!
         peerA = Address32(bytes: random.bytes(32))!
         peerB = Address32(bytes: random.bytes(32))!
-        var factory = ChunkFactory(seed: seed &+ 1)
-        chunks = factory.chunks(40, size: 512)
-        fetchAddresses = factory.chunks(3, size: 64).map(\.address)
+        var factory = SeededChunks(seed: seed &+ 1)
+        chunks = factory.chunks(count: 40, size: 512)
+        fetchAddresses = factory.chunks(count: 3, size: 64).map(\.address)
         journal = (1...5).map { #"{"decision":"subscribe","bin":\#($0)}"# }
 
         var options = Store.Options(overlay: overlay, capacityChunks: capacityChunks)

@@ -1,6 +1,7 @@
 import Foundation
 import ShoalCore
 import ShoalStore
+import ShoalTestSupport
 import Testing
 
 /// `lmdb-inspect journal --peer/--bin/--event`, run as a real process against a store whose
@@ -17,7 +18,7 @@ struct JournalFilterTests {
     ]
 
     @Test func filtersKeepTheLinesEveryGivenFilterMatchesNewestLast() async throws {
-        let dir = TemporaryDirectory("journal-filter")
+        let dir = try TemporaryDirectory("journal-filter")
         let path = dir.sub("store")
         do {
             let store = try Store(directory: path, options: Store.Options(overlay: Address32(w0: 1, w1: 2, w2: 3, w3: 4)))

@@ -1,5 +1,6 @@
 import Foundation
 import ShoalCore
+import ShoalTestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -74,37 +75,23 @@ final class ShoalDaemon: @unchecked Sendable {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
-func eventually(_ seconds: Int, _ what: String, _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    while ContinuousClock.now < deadline {
-        if (try? await condition()) == true { return }
-        try await Task.sleep(for: .milliseconds(50))
-    }
-    throw TestFailure("timed out after \(seconds) s: \(what)")
-}
-
 @Suite(.serialized) struct NodeProcessTests {
     @Test(.timeLimit(.minutes(3)))
     func chunksPostedToTheFirstOfThreeNodesInALineReachTheLast() async throws {
-        let dir = TemporaryDirectory("line")
+        let dir = try TemporaryDirectory("line")
         let a = try ShoalDaemon(dataDirectory: dir.sub("a"), peers: [])
         try await a.ready()
         let b = try ShoalDaemon(dataDirectory: dir.sub("b"), peers: [a.listen])
         try await b.ready()
         let c = try ShoalDaemon(dataDirectory: dir.sub("c"), peers: [b.listen])
         try await c.ready()
-        var factory = ChunkFactory(seed: 21)
-        let chunks = factory.chunks(60)
+        var factory = SeededChunks(seed: 21)
+        let chunks = factory.chunks(count: 60)
         for chunk in chunks {
             let (status, _) = try await a.http("POST", "/chunks", body: Data(chunk.serialized))
             #expect(status == 201)
         }
-        try await eventually(60, "C holds what was posted to A") { try await c.chunkCount() == chunks.count }
+        try await eventually("C holds what was posted to A", within: .seconds(60), pollMs: 50) { (try? await c.chunkCount()) == chunks.count }
         for chunk in chunks.prefix(5) {
             let (status, body) = try await c.http("GET", "/chunks/\(chunk.address.hex)")
             #expect(status == 200)
@@ -114,9 +101,11 @@ func eventually(_ seconds: Int, _ what: String, _ condition: () async throws -> 
         #expect(await c.stop() == 0)
         let c2 = try ShoalDaemon(dataDirectory: dir.sub("c"), peers: [b.listen])
         try await c2.ready()
-        let more = factory.chunks(10)
+        let more = factory.chunks(count: 10)
         for chunk in more { _ = try await a.http("POST", "/chunks", body: Data(chunk.serialized)) }
-        try await eventually(60, "C holds the chunks posted after its restart") { try await c2.chunkCount() == chunks.count + more.count }
+        try await eventually("C holds the chunks posted after its restart", within: .seconds(60), pollMs: 50) {
+            (try? await c2.chunkCount()) == chunks.count + more.count
+        }
         let (_, statusData) = try await c2.http("GET", "/status")
         let status = try JSONSerialization.jsonObject(with: statusData) as? [String: Any]
         #expect(status?["chunksReceived"] as? Int == more.count, "after the restart only the new chunks arrive")
@@ -130,7 +119,7 @@ func eventually(_ seconds: Int, _ what: String, _ condition: () async throws -> 
 
     @Test(.timeLimit(.minutes(5)))
     func aNodeKilledWhileSyncingResumesAndLosesNothing() async throws {
-        let dir = TemporaryDirectory("sync-crash")
+        let dir = try TemporaryDirectory("sync-crash")
         let run = try await Tools.run("shoal-bench", ["sync-crash", "--chunks", "8000", "--cycles", "3", "--seed", "5",
                                                       "--kill-within", "0.2", "--dir", dir.sub("work"),
                                                       "--shoal", Tools.path("shoal")], timeoutSeconds: 280)

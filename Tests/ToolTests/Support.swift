@@ -1,6 +1,7 @@
 import Foundation
 import ShoalCore
 import ShoalStore
+import ShoalTestSupport
 
 /// Helpers for tests that run Shoal's executables as real processes.
 enum Tools {
@@ -30,11 +31,7 @@ enum Tools {
     /// The waiting happens on a thread of its own: blocking one of Swift's cooperative threads
     /// (two on this machine) would starve every other test meanwhile.
     static func run(_ tool: String, _ arguments: [String], timeoutSeconds: Double = 120) async throws -> Output {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try runBlocking(tool, arguments, timeoutSeconds: timeoutSeconds) })
-            }
-        }
+        try await onOwnThread { try runBlocking(tool, arguments, timeoutSeconds: timeoutSeconds) }
     }
 
     static func runBlocking(_ tool: String, _ arguments: [String], timeoutSeconds: Double) throws -> Output {
@@ -64,33 +61,4 @@ enum Tools {
                       stdout: String(decoding: outData, as: UTF8.self),
                       stderr: String(decoding: errData, as: UTF8.self))
     }
-}
-
-/// A fresh temporary directory, removed when the value is released.
-final class TemporaryDirectory {
-    let path: String
-
-    init(_ name: String = "shoal-test") {
-        let base = FileManager.default.temporaryDirectory
-            .appendingPathComponent("\(name)-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
-        try! FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
-        path = base.path
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    func sub(_ name: String) -> String { path + "/" + name }
-}
-
-/// Random chunks for tests (seeded, so failures replay).
-struct ChunkFactory {
-    var generator: SplitMix64
-
-    init(seed: UInt64) { generator = SplitMix64(seed: seed) }
-
-    mutating func chunk(size: Int = 4096) -> Chunk {
-        try! Chunk(payload: generator.bytes(size))
-    }
-
-    mutating func chunks(_ n: Int, size: Int = 4096) -> [Chunk] { (0..<n).map { _ in chunk(size: size) } }
 }

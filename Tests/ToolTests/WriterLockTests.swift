@@ -2,6 +2,7 @@ import Foundation
 import LMDB
 import ShoalCore
 import ShoalStore
+import ShoalTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -14,7 +15,7 @@ import Glibc
 @Suite(.serialized) struct WriterLockTests {
     @Test(.timeLimit(.minutes(3)))
     func aStoreAnotherProcessHoldsWritableIsRefusedToEveryOtherWriter() async throws {
-        let dir = TemporaryDirectory("writer-lock")
+        let dir = try TemporaryDirectory("writer-lock")
         let data = dir.sub("node")
         let storeDirectory = data + "/store"
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
