@@ -83,13 +83,22 @@ struct PeerSyncTests {
         d.advance(to: 20_000)  // nothing heard: the request times out (a penalty, not a drop)
         #expect(d.faults == [.batchTimeout(request.ruid)])
         _ = d.take()
-        let offer = OfferedHashes(ruid: request.ruid, from: request.from, lastIndex: request.to!, addresses: [])
+        var f = Fixtures()
+        let addresses = f.chunks(3).map(\.address)
+        let offer = OfferedHashes(ruid: request.ruid, from: request.from, lastIndex: request.from + 2, addresses: addresses)
         d.record(d.machine.received(.offeredHashes(offer), now: d.now))
         #expect(d.faults.isEmpty)
         #expect(d.machine.droppedFor == nil)
         #expect(d.machine.counters.lateReplies == 1)
         // Answered with nothing wanted, so the peer unpins the offer at once.
-        #expect(d.take().flatMap(\.messages) == [.wantedHashes(WantedHashes(ruid: request.ruid, wanted: []))])
+        #expect(d.take().flatMap(\.messages) == [.wantedHashes(WantedHashes(ruid: request.ruid, wanted: [false, false, false]))])
+        // An empty offer ended the request on the peer's side: no answer, which the peer
+        // would take for a reply to a request it does not know.
+        let live = OfferedHashes(ruid: 3 << SyncStreamClient.ruidSequenceBits | 1, from: 1001, lastIndex: 1000, addresses: [])
+        d.record(d.machine.cancel([3], now: d.now))
+        _ = d.take()
+        d.record(d.machine.received(.offeredHashes(live), now: d.now))
+        #expect(d.faults.isEmpty && d.take().flatMap(\.messages).isEmpty)
     }
 
     @Test func chunksArrivingAfterTheirBatchWasGivenUpAreIgnored() throws {

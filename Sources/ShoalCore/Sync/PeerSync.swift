@@ -263,10 +263,11 @@ public struct PeerSync: Sendable {
         case .wantedHashes(let want):
             return server(server.wantedReceived(want, now: now), now: now)
         case .offeredHashes(let offer):
-            // A late offer still gets an answer (nothing wanted), so the peer unpins it at once.
+            // A late offer still gets an answer (nothing wanted), so the peer unpins it at once;
+            // an empty one ended its request on the peer's side already.
             let unwanted = Message.wantedHashes(WantedHashes(ruid: offer.ruid, wanted: offer.addresses.map { _ in false }))
             let (radius, base) = (self.radius, self.base)
-            return route(offer.ruid, now: now, late: [.send([unwanted])]) { s in
+            return route(offer.ruid, now: now, late: offer.addresses.isEmpty ? [] : [.send([unwanted])]) { s in
                 s.offerReceived(offer, now: now) { address in
                     radius > 0 && address.proximity(to: base) < radius ? .notNeeded : claim(address)
                 }

@@ -219,7 +219,8 @@ public struct SyncStreamClient: Sendable {
         let range = from...offer.lastIndex
         var batch = Batch(ruid: ruid, range: range, outstanding: outstanding, elsewhere: elsewhere,
                           pending: [], held: [], delivered: [], deadline: now + limits.batchTimeoutMs)
-        var actions: [Action] = [.send(.wantedHashes(WantedHashes(ruid: ruid, wanted: wanted)))]
+        // An offer of no addresses ended the request on the server already: nothing to answer.
+        var actions: [Action] = offer.addresses.isEmpty ? [] : [.send(.wantedHashes(WantedHashes(ruid: ruid, wanted: wanted)))]
         if outstanding.isEmpty {
             actions += seal(&batch)
         } else {
