@@ -175,6 +175,28 @@ struct PeerSyncTests {
         #expect(requests.contains { $0.bin == 5 && $0.from == 101 }, "bin 5 resumes after what it covered")
     }
 
+    @Test func offeredChunksBelowTheStorageRadiusAreNotWanted() throws {
+        var f = Fixtures(seed: 11)
+        var d = PeerSyncDriver()
+        d.machine.radiusChanged(2)
+        d.subscribe([0: 100])
+        let request = try #require(d.takeHistoryRequests().first)
+        let chunks = f.chunks(40)
+        d.record(d.machine.received(.offeredHashes(OfferedHashes(ruid: request.ruid, from: 1, lastIndex: 40, addresses: chunks.map(\.address))),
+                                    now: d.now))
+        let wants = d.take().flatMap(\.messages).compactMap { message -> WantedHashes? in
+            if case .wantedHashes(let w) = message { w } else { nil }
+        }
+        guard let want = wants.first else {
+            Issue.record("no want")
+            return
+        }
+        for (i, chunk) in chunks.enumerated() {
+            #expect(want.isWanted(i) == (chunk.address.proximity(to: PeerSyncDriver.base) >= 2), "chunk \(i)")
+        }
+        #expect(chunks.contains { $0.address.proximity(to: PeerSyncDriver.base) < 2 }, "the offer has chunks below the radius")
+    }
+
     @Test func aNewEpochResetsEveryBin() {
         var d = PeerSyncDriver()
         d.subscribe([1: 50], known: [1: (8, IntervalSet([1...50]))], epoch: 9)

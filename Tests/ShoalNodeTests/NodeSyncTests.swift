@@ -82,6 +82,57 @@ struct NodeSyncTests {
         await b.stop()
         await a.stop()
     }
+
+    /// With a capacity, a node keeps only what is within its storage radius, and sync stops
+    /// bringing what eviction removed: offers below the radius are not wanted, live or after
+    /// a restart (when the reset intervals of evicted bins are offered again).
+    @Test(.timeLimit(.minutes(3)))
+    func aNodeWithACapacitySyncsOnlyWhatItKeeps() async throws {
+        let a = try RunningNode(name: "a")
+        let addressA = try await a.start()
+        for chunk in SeededChunks.chunks(count: 1500, seed: 7) { try await a.node.upload(chunk) }
+        // B at PO 0 from A: once B's radius is 2 or more, A's bin 0 (the one bin B then syncs
+        // from it) holds chunks at B's PO 1, below the radius, which B must not want.
+        var made = try RunningNode(name: "b", peers: [addressA]) { $0.capacityChunks = 500 }
+        for _ in 0..<64 where made.node.overlay.proximity(to: a.node.overlay) != 0 {
+            made = try RunningNode(name: "b", peers: [addressA]) { $0.capacityChunks = 500 }
+        }
+        let b = made
+        try #require(b.node.overlay.proximity(to: a.node.overlay) == 0)
+        _ = try await b.start()
+        try await eventually("B evicts and has a radius of 2 or more", within: .seconds(60)) { try b.node.status().storageRadius >= 2 }
+        try await eventually("B's history streams finish", within: .seconds(60)) { await b.node.historySynced() }
+        // Settled: what B received no longer moves.
+        var received = try b.node.status().chunksReceived
+        try await eventually("B stops receiving", within: .seconds(30)) {
+            try await Task.sleep(for: .milliseconds(1500))
+            let now = try b.node.status().chunksReceived
+            defer { received = now }
+            return now == received
+        }
+        let radius = try b.node.status().storageRadius
+        let live = SeededChunks.chunks(count: 300, seed: 8)
+        let kept = live.filter { $0.address.proximity(to: b.node.overlay) >= radius }
+        for chunk in live { try await a.node.upload(chunk) }
+        try await eventually("B gets the new chunks within its radius", within: .seconds(30)) {
+            let radiusNow = try b.node.status().storageRadius
+            return try kept.filter { $0.address.proximity(to: b.node.overlay) >= radiusNow }.allSatisfy { try b.node.store.has($0.address) }
+        }
+        try await Task.sleep(for: .seconds(3))
+        let delta = try b.node.status().chunksReceived - received
+        #expect(delta <= kept.count, "B fetched \(delta) of 300 new chunks; \(kept.count) are within radius \(radius)")
+        #expect(try b.node.store.count() <= 500 + 256, "the store stays near its capacity")
+
+        // After a restart the evicted bins (their intervals reset) are offered again and not fetched.
+        _ = try await b.restart(peers: [addressA])
+        try await eventually("B's history streams finish after the restart", within: .seconds(60)) { await b.node.historySynced() }
+        try await Task.sleep(for: .seconds(2))
+        let delivered = await b.node.peers().flatMap(\.bins).map(\.delivered).reduce(0, +)
+        #expect(delivered == 0, "nothing evicted was fetched again (\(delivered) delivered)")
+        await b.stop()
+        await a.stop()
+        #expect(try verifyClean(b.directory))
+    }
 }
 
 /// Opens a stopped node's store read-only and verifies it.

@@ -14,9 +14,12 @@ final class RunningNode: @unchecked Sendable {
     var directory: String { temporary.path }
     private(set) var node: Node
     private var task: Task<Void, Error>?
+    /// Applied to the configuration at every start, restarts included.
+    private let configure: (inout NodeConfiguration) -> Void
 
-    init(name: String, peers: [String] = [], configure: (inout NodeConfiguration) -> Void = { _ in }) throws {
+    init(name: String, peers: [String] = [], configure: @escaping (inout NodeConfiguration) -> Void = { _ in }) throws {
         self.name = name
+        self.configure = configure
         temporary = try TemporaryDirectory("node-\(name)")
         var configuration = RunningNode.configuration(temporary.path, peers: peers)
         configure(&configuration)
@@ -59,7 +62,9 @@ final class RunningNode: @unchecked Sendable {
     /// Stops and opens the same data directory again with other peers.
     func restart(peers: [String]) async throws -> String {
         await stop()
-        node = try Node(configuration: RunningNode.configuration(directory, peers: peers), logger: RunningNode.logger("restarted"))
+        var configuration = RunningNode.configuration(directory, peers: peers)
+        configure(&configuration)
+        node = try Node(configuration: configuration, logger: RunningNode.logger("restarted"))
         return try await start()
     }
 }
