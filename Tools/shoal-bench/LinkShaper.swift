@@ -172,7 +172,7 @@ final class LinkShaper {
 }
 
 /// What must be undone if the bench is killed by SIGINT, SIGTERM or SIGHUP: the link shaper's
-/// qdisc, and the nodes it started (which would otherwise outlive it). The handler runs on a
+/// qdisc, the nodes it started (which would otherwise outlive it) and its scratch directory. The handler runs on a
 /// dispatch queue, not in signal context, so it may run `tc`.
 final class CleanupOnSignal: Sendable {
     static let shared = CleanupOnSignal()
@@ -180,6 +180,7 @@ final class CleanupOnSignal: Sendable {
     private struct State {
         var shaper: (tc: String, device: String)?
         var children: Set<pid_t> = []
+        var scratch: String?
         var sources: [any DispatchSourceSignal] = []
     }
 
@@ -205,12 +206,23 @@ final class CleanupOnSignal: Sendable {
         state.withLock { $0.shaper = shaper.map { ($0.tc, $0.device) } }
     }
 
+    /// A scratch directory the run removes at its end (nil: none, or kept).
+    func setScratch(_ path: String?) { state.withLock { $0.scratch = path } }
+
     func watch(_ pid: pid_t) { _ = state.withLock { $0.children.insert(pid) } }
     func forget(_ pid: pid_t) { _ = state.withLock { $0.children.remove(pid) } }
 
     private func cleanUpAndDie(_ number: Int32) {
-        let (shaper, children) = state.withLock { ($0.shaper, $0.children) }
+        let (shaper, children, scratch) = state.withLock { ($0.shaper, $0.children, $0.scratch) }
         for pid in children.sorted() { kill(pid, SIGKILL) }
+        // Reaped (for at most 5 s) so that they no longer hold the scratch directory's files.
+        let deadline = monotonicSeconds() + 5
+        var alive = children
+        while !alive.isEmpty && monotonicSeconds() < deadline {
+            alive = alive.filter { waitpid($0, nil, WNOHANG) == 0 }
+            if !alive.isEmpty { usleep(10_000) }
+        }
+        if let scratch { Files.removeTree(scratch) }
         if let shaper {
             _ = try? ChildProcess.run(shaper.tc, ["qdisc", "del", "dev", shaper.device, "root", "handle", LinkShaper.rootHandle],
                                       timeoutSeconds: LinkShaper.tcSecondsMax)

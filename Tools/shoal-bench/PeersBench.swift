@@ -45,6 +45,7 @@ struct PeersBench: AsyncParsableCommand {
         let scratch = try dir ?? Files.makeTemporaryDirectory(in: Files.defaultScratchParent(), prefix: "peers")
         defer { if !keep && dir == nil { Files.removeTree(scratch) } }
         if dir != nil { try Files.makeDirectory(scratch) }
+        if !keep && dir == nil { CleanupOnSignal.shared.setScratch(scratch) }
         // Every client comes from 127.0.0.1: the per-address and per-subnet limits must admit them all.
         let limit = "\(count + 16)"
         let node = try NodeProcess.start(

@@ -65,6 +65,7 @@ struct SlowLink: ParsableCommand {
         let scratch = try dir ?? Files.makeTemporaryDirectory(in: Files.defaultScratchParent(), prefix: "slowlink")
         defer { if !keep && dir == nil { Files.removeTree(scratch) } }
         if dir != nil { try Files.makeDirectory(scratch) }
+        if !keep && dir == nil { CleanupOnSignal.shared.setScratch(scratch) }
         let dirA = scratch + "/a"
         if storedCount(dirA) != chunks {
             Files.removeTree(dirA)
