@@ -55,7 +55,7 @@ import Testing
         let synced = try #require(sync["synced"].flatMap(Int.init))
         #expect((0...200).contains(synced))
         #expect(positive(sync["seconds"]))
-        for key in ["MBps", "line_share", "wire_share", "penalties", "reconnects", "load1"] {
+        for key in ["MBps", "line_share", "wire_share", "penalties_seen", "score", "banned", "reconnects", "load1"] {
             #expect(sync[key].flatMap(Double.init) != nil, "\(key)=\(sync[key] ?? "absent")")
         }
         let qdiscs = try await Tools.run("/usr/bin/env", ["tc", "qdisc", "show", "dev", "lo"], timeoutSeconds: 20)

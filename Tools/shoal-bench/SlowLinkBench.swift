@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ShoalCore
+import ShoalStore
 
 #if canImport(Glibc)
 import Glibc
@@ -11,8 +12,9 @@ import Glibc
 /// Node A holds CHUNKS random chunks (written to its store before it starts) and listens on a
 /// port of the bench's choosing; node B starts empty with `--peer` A. Only traffic from or to
 /// A's peer port is shaped (`LinkShaper`). Before the nodes start, a plain TCP transfer on
-/// the same port gives the link's ceiling. Everything about the sync is read from B's HTTP
-/// API (chunks stored, the peer's faults and score) and A's (connections admitted), so the
+/// the same port gives the link's ceiling. The sync is watched through B's HTTP API (chunks
+/// stored, the peer's faults per session) and A's (connections admitted); once B stopped, its
+/// record of A in its store says the score A's sessions left and whether B banned A. So the
 /// bench measures whatever sync machinery the node has.
 struct SlowLink: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,6 +35,7 @@ struct SlowLink: ParsableCommand {
     @Option(help: "Path of the shoal executable (default: beside this one).") var shoal: String?
     @Option var seed: UInt64 = 1
     @Flag(help: "Keep the scratch directory (the nodes' logs are in it).") var keep = false
+    @Option(help: "The nodes' --log-level.") var logLevel: String = "warning"
 
     static let device = "lo"
 
@@ -118,13 +121,13 @@ struct SlowLink: ParsableCommand {
         Files.removeTree(dirB)
         let tag = "\(Int(mbit))mbit"
         let a = try NodeProcess.start("A", shoal: shoal, dataDirectory: dirA, peers: [], listen: "127.0.0.1:\(plain.port)",
-                                      logPath: scratch + "/a-\(tag).log")
+                                      logPath: scratch + "/a-\(tag).log", logLevel: logLevel)
         CleanupOnSignal.shared.watch(a.child.pid)
         defer { if a.child.termination == nil { a.kill() }; CleanupOnSignal.shared.forget(a.child.pid) }
         let overlayA = try a.getJSON("/status")["overlay"] as? String ?? ""
         let wireBefore = shaper.counters()
         let b = try NodeProcess.start("B", shoal: shoal, dataDirectory: dirB, peers: ["127.0.0.1:\(plain.port)"],
-                                      logPath: scratch + "/b-\(tag).log")
+                                      logPath: scratch + "/b-\(tag).log", logLevel: logLevel)
         CleanupOnSignal.shared.watch(b.child.pid)
         defer { if b.child.termination == nil { b.kill() }; CleanupOnSignal.shared.forget(b.child.pid) }
 
@@ -149,6 +152,7 @@ struct SlowLink: ParsableCommand {
         let admitted = (try? a.getJSON("/status")).flatMap { Self.inboundAdmitted($0) } ?? -1
         let stopB = b.stop(timeout: 30), stopA = a.stop(timeout: 30)
         if stopA != .exited(0) || stopB != .exited(0) { Output.note("slowlink: nodes ended with A \(stopA), B \(stopB)") }
+        let record = OverlayAddress(hex: overlayA).flatMap { Self.peerRecord(dataDirectory: dirB, overlay: $0) }
         if !keep { Files.removeTree(dirB) }
 
         let payload = watch.synced * Chunk.payloadMax
@@ -167,14 +171,22 @@ struct SlowLink: ParsableCommand {
         line.add("raw_MBps", rawMBps)
         line.add("received", statusB["chunksReceived"] as? Int ?? -1)
         line.add("duplicates", statusB["chunksDuplicate"] as? Int ?? -1)
-        line.add("penalties", watch.faults)
-        line.add("score", watch.score)
+        line.add("penalties_seen", watch.faults)
+        line.add("score", record.map { Int($0.score) } ?? 0)
+        line.add("banned", (record?.banUntilMs ?? 0) > Store.wallClockMs() ? 1 : 0)
         line.add("reconnects", max(0, admitted - 1))
         line.add("sessions_seen", watch.sessions)
         line.add("first_s", watch.firstAt ?? -1)
         line.add("half_s", watch.halfAt ?? -1)
         line.addLoadAverage()
         line.emit()
+    }
+
+    /// B's record of `overlay` (read after B stopped): the score its sessions left, its ban.
+    static func peerRecord(dataDirectory: String, overlay: OverlayAddress) -> PeerRecord? {
+        guard let store = try? Store(directory: dataDirectory + "/store", options: Store.Options(readOnly: true)) else { return nil }
+        defer { store.close() }
+        return (try? store.read { try $0.peer(overlay) }) ?? nil
     }
 
     /// Inbound connections A admitted since it started (`/status` → connections.inbound.counters).
@@ -187,10 +199,10 @@ struct SlowLink: ParsableCommand {
 
 /// What B's API showed over a sync: chunks held over time, and its sessions with A.
 ///
-/// A peer's `faults` and `score` in `/peers` belong to one session and vanish with it, so a
+/// A peer's `faults` in `/peers` belong to one session and vanish with it, so a
 /// session that ends (the peer is gone from the list, or its faults went down) adds what it
-/// showed last to the totals. Faults that a session collects in its last quarter second
-/// before it ends are missed.
+/// showed last to the totals. A lower bound: faults in a session's last quarter second are
+/// missed, and a batch timeout's penalties and the drop that follows come in one instant.
 struct SyncWatch {
     let chunks: Int
     private(set) var synced = 0
@@ -199,13 +211,13 @@ struct SyncWatch {
     private(set) var completedAt: Double?
     /// Sessions seen, and what the ended ones showed last.
     private(set) var sessions = 0
-    private var endedFaults = 0, endedScore = 0
-    private var current: (faults: Int, score: Int)?
+    private var endedFaults = 0
+    /// The faults the current session showed last; nil while B has no session with A.
+    private var current: Int?
 
     init(chunks: Int) { self.chunks = chunks }
 
-    var faults: Int { endedFaults + (current?.faults ?? 0) }
-    var score: Int { endedScore + (current?.score ?? 0) }
+    var faults: Int { endedFaults + (current ?? 0) }
 
     mutating func observe(at t: Double, held: Int?, peer: [String: Any]?) {
         if let held {
@@ -214,10 +226,9 @@ struct SyncWatch {
             if synced * 2 >= chunks && halfAt == nil { halfAt = t }
             if synced >= chunks && completedAt == nil { completedAt = t }
         }
-        let seen = peer.map { (faults: $0["faults"] as? Int ?? 0, score: $0["score"] as? Int ?? 0) }
-        if let current, seen == nil || seen!.faults < current.faults {
-            endedFaults += current.faults
-            endedScore += current.score
+        let seen = peer.map { $0["faults"] as? Int ?? 0 }
+        if let current, seen == nil || seen! < current {
+            endedFaults += current
             self.current = nil
         }
         if let seen {
