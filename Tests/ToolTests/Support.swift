@@ -27,7 +27,8 @@ enum Tools {
         var stderr: String
     }
 
-    /// Runs `tool` with `arguments`, waits at most `timeoutSeconds`, and returns its output.
+    /// Runs `tool` (one of ours, or an absolute path) with `arguments`, waits at most
+    /// `timeoutSeconds`, and returns its output.
     /// The waiting happens on a thread of its own: blocking one of Swift's cooperative threads
     /// (two on this machine) would starve every other test meanwhile.
     static func run(_ tool: String, _ arguments: [String], timeoutSeconds: Double = 120) async throws -> Output {
@@ -36,7 +37,7 @@ enum Tools {
 
     static func runBlocking(_ tool: String, _ arguments: [String], timeoutSeconds: Double) throws -> Output {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: path(tool))
+        process.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : path(tool))
         process.arguments = arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

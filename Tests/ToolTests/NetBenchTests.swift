@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+
+/// The network benchmarks run end to end against real `shoal start` processes and print
+/// RESULT lines that parse. Not timing tests: they check that the figures are there and sane.
+@Suite struct NetBenchTests {
+    /// Eight idle peers stay connected through the idle spell, and each costs the node some
+    /// memory, but not megabytes.
+    @Test func peersBenchReportsMemoryPerIdlePeer() async throws {
+        let dir = TemporaryDirectory("bench-peers")
+        let run = try await Tools.run("shoal-bench", ["peers", "--count", "8", "--idle-seconds", "1", "--settle-seconds", "1",
+                                                      "--dir", dir.path],
+                                      timeoutSeconds: 120)
+        #expect(run.status == 0, "shoal-bench peers failed:\n\(run.stderr.suffix(3000))")
+        let peers = try #require(resultLines(run.stdout)["peers"], "no RESULT name=peers in:\n\(run.stdout)")
+        #expect(peers["count"] == "8")
+        #expect(peers["connected"] == "8")
+        #expect(peers["connected_after_idle"] == "8")
+        #expect(peers["dial_failures"] == "0")
+        #expect(peers["faults"] == "0")
+        let before = try #require(peers["rss_before_kib"].flatMap(Int.init))
+        let after = try #require(peers["rss_after_kib"].flatMap(Int.init))
+        let hwm = try #require(peers["hwm_kib"].flatMap(Int.init))
+        #expect(before > 1024 && after > 1024, "rss before \(before) KiB, after \(after) KiB")
+        #expect(hwm >= after, "peak \(hwm) KiB below the resident \(after) KiB")
+        let perPeer = try #require(peers["per_peer_kib"].flatMap(Double.init))
+        #expect(perPeer < 4096, "\(perPeer) KiB per idle peer")
+        // Every session asked the idle peers for their cursors, and the answers kept it idle.
+        #expect((peers["stream_infos"].flatMap(Int.init) ?? 0) >= 8)
+        #expect(peers["history_ranges"] == "0")
+        #expect(peers["load1"].flatMap(Double.init) != nil)
+    }
+
+    /// A short slow-link run prints its ceiling and its sync line, or, where tc cannot shape
+    /// loopback, says it skipped and why. When it ran, the shaping held (the plain transfer
+    /// is near the line rate, not loopback's gigabytes) and was removed afterwards.
+    @Test func slowLinkBenchReportsOrSkips() async throws {
+        let dir = TemporaryDirectory("bench-slowlink")
+        let run = try await Tools.run("shoal-bench", ["slowlink", "--rates", "100mbit", "--chunks", "200", "--seconds-max", "15",
+                                                      "--raw-seconds", "1", "--dir", dir.path],
+                                      timeoutSeconds: 180)
+        #expect(run.status == 0, "shoal-bench slowlink failed:\n\(run.stderr.suffix(3000))")
+        let results = resultLines(run.stdout)
+        let sync = try #require(results["slowlink"], "no RESULT name=slowlink in:\n\(run.stdout)")
+        if sync["skipped"] == "1" {
+            #expect(!(sync["reason"] ?? "").isEmpty)
+            return
+        }
+        let raw = try #require(results["slowlink-raw"], "no RESULT name=slowlink-raw in:\n\(run.stdout)")
+        #expect(raw["rate_mbit"] == "100.0")
+        let rawMBps = try #require(raw["MBps"].flatMap(Double.init))
+        #expect(rawMBps > 1 && rawMBps < 12.5 * 1.3, "plain transfer at \(rawMBps) MB/s through a 100 Mbit/s link")
+        #expect(sync["rate_mbit"] == "100.0")
+        #expect(sync["chunks"] == "200")
+        let synced = try #require(sync["synced"].flatMap(Int.init))
+        #expect((0...200).contains(synced))
+        #expect(positive(sync["seconds"]))
+        for key in ["MBps", "line_share", "wire_share", "penalties_seen", "score", "banned", "reconnects", "load1"] {
+            #expect(sync[key].flatMap(Double.init) != nil, "\(key)=\(sync[key] ?? "absent")")
+        }
+        let qdiscs = try await Tools.run("/usr/bin/env", ["tc", "qdisc", "show", "dev", "lo"], timeoutSeconds: 20)
+        #expect(!qdiscs.stdout.contains("5e1:"), "the shaping qdisc outlived the bench:\n\(qdiscs.stdout)")
+    }
+}
