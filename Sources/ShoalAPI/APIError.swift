@@ -19,7 +19,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
         case invalidChunk
         /// The body is larger than span ‖ 4096 payload bytes (4104 bytes).
         case chunkTooLarge
-        /// The address in the path is not 64 hex digits.
+        /// An address that does not parse: a chunk address or peer overlay in the path that is not
+        /// 64 hex digits, or a peer address (`POST /peers`) that is not "host:port".
         case invalidAddress
         /// No chunk with that address in the local store, or no such endpoint.
         case notFound
@@ -56,6 +57,11 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
         case unknownTag
         /// Every upload tag is in use by a running upload; retry when one ends. 503.
         case tooManyTags
+        /// `DELETE /peers/{overlay}` names a peer that is not connected. 404.
+        case unknownPeer
+        /// `POST /peers` could not connect to the address, or the peer there failed the
+        /// handshake (502), or neither happened within the dial timeout (504).
+        case dialFailed
         /// A bug or an unexpected failure.
         case `internal`
     }

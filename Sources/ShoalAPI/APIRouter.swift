@@ -44,6 +44,7 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | `GET /chunks/{address}` | 200 with span ‖ payload (`application/octet-stream`), 404 when absent |
 /// | `GET /status` | `NodeStatus` |
 /// | `GET /peers` | `[PeerStatus]` |
+/// | `GET /topology`, `POST /peers`, `DELETE /peers/{overlay}` | the table, dialling, disconnecting (`addPeerRoutes`) |
 /// | `GET /health` | 200 `{"status": "ok", "version"}` while the process answers |
 /// | `GET /readiness` | 200 `{"status": "ready"}` once the node serves, else 503 |
 /// | files, pins, stewardship, tags | `addFileRoutes` (`Docs/API.md`) |
@@ -59,7 +60,7 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// both through `log`, which keeps a flood of them to a few lines and a summary. Without one,
 /// a log of its own is made (its summaries then come as further lines arrive).
 public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, metrics: ShoalMetrics? = nil,
-                       tags: UploadTags? = nil) -> Router<APIRequestContext> {
+                       tags: UploadTags? = nil, peerLimits: PeerRouteLimits = PeerRouteLimits()) -> Router<APIRequestContext> {
     let tags = tags ?? UploadTags(nowMs: { Store.wallClockMs() })
     let log = log ?? ThrottledLog(logger: Logger(label: "shoal.api"))
     let metrics = metrics ?? ShoalMetrics()
@@ -92,6 +93,7 @@ public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, metr
         }
         return try JSONBody.response(["status": "ready"], status: .ok)
     }
+    addPeerRoutes(to: router, node: node, limits: peerLimits)
     addFileRoutes(to: router, node: node, tags: tags, metrics: metrics)
     addMonitoringRoutes(to: router, node: node, metrics: metrics)
     return router

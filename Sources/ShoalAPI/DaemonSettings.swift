@@ -15,12 +15,18 @@ public struct DaemonSettings: Sendable, Equatable {
     public var api: HostPort
     /// Peers to dial and keep dialling.
     public var peers: [HostPort]
+    /// Where peers are told to reach this node (`--advertise`, at most `advertiseMax`); empty:
+    /// the listen address, unless it is a wildcard or port 0.
+    public var advertise: [HostPort] = []
     public var networkID: UInt64
     /// nil: unbounded.
     public var capacityChunks: UInt64?
     public var logLevel: Logger.Level
     /// Bounds on inbound peer connections (`--inbound-max` and its siblings; see `limitSettings`).
     public var inboundLimits = InboundLimits()
+
+    /// Addresses a node can advertise: as many as its hello carries.
+    public static let advertiseMax = ProtocolLimits.listenAddressesMax
 
     public static let defaults = DaemonSettings(
         dataDirectory: "./shoal-data",
@@ -50,6 +56,7 @@ public struct DaemonSettings: Sendable, Equatable {
         configuration.listenHost = listen.host
         configuration.listenPort = listen.port
         configuration.peers = peers.map(\.description)
+        configuration.advertise = advertise.map(\.description)
         configuration.capacityChunks = capacityChunks
         configuration.inboundLimits = inboundLimits
         return configuration
@@ -66,6 +73,8 @@ extension DaemonSettings {
         public var api: String?
         /// `--peer`, repeatable. Given at all, they replace the peers of every other source.
         public var peers: [String]
+        /// `--advertise`, repeatable. Given at all, they replace the addresses of every other source.
+        public var advertise: [String]
         public var networkID: String?
         public var capacityChunks: String?
         public var logLevel: String?
@@ -74,13 +83,14 @@ extension DaemonSettings {
         public var limits: [String: String]
 
         public init(dataDirectory: String? = nil, listen: String? = nil, api: String? = nil, peers: [String] = [],
-                    networkID: String? = nil, capacityChunks: String? = nil, logLevel: String? = nil,
+                    advertise: [String] = [], networkID: String? = nil, capacityChunks: String? = nil, logLevel: String? = nil,
                     configFile: String? = nil, limits: [String: String] = [:]) {
             self.limits = limits
             self.dataDirectory = dataDirectory
             self.listen = listen
             self.api = api
             self.peers = peers
+            self.advertise = advertise
             self.networkID = networkID
             self.capacityChunks = capacityChunks
             self.logLevel = logLevel
@@ -95,13 +105,15 @@ extension DaemonSettings {
         public static let api = "SHOAL_API"
         /// Comma-separated HOST:PORT list.
         public static let peers = "SHOAL_PEERS"
+        /// Comma-separated HOST:PORT list.
+        public static let advertise = "SHOAL_ADVERTISE"
         public static let networkID = "SHOAL_NETWORK_ID"
         public static let capacityChunks = "SHOAL_CAPACITY_CHUNKS"
         public static let logLevel = "SHOAL_LOG_LEVEL"
         /// The config file, when `--config` is not given.
         public static let configFile = "SHOAL_CONFIG"
 
-        public static let all = [dataDirectory, listen, api, peers, networkID, capacityChunks, logLevel, configFile]
+        public static let all = [dataDirectory, listen, api, peers, advertise, networkID, capacityChunks, logLevel, configFile]
             + DaemonSettings.limitSettings.map(\.environment)
     }
 
@@ -156,6 +168,7 @@ extension DaemonSettings {
         if let v = layer.listen { listen = v }
         if let v = layer.api { api = v }
         if let v = layer.peers { peers = v }
+        if let v = layer.advertise { advertise = v }
         if let v = layer.networkID { networkID = v }
         if let v = layer.capacity { capacityChunks = v.chunks }
         if let v = layer.logLevel { logLevel = v }
@@ -255,6 +268,7 @@ private struct Layer {
     var listen: HostPort?
     var api: HostPort?
     var peers: [HostPort]?
+    var advertise: [HostPort]?
     var networkID: UInt64?
     var capacity: Capacity?
     var logLevel: Logger.Level?
@@ -273,6 +287,11 @@ private struct Layer {
             for peer in flags.peers { list.append(try Layer.hostPort(peer, origin, "--peer", allowPortZero: false)) }
             peers = list
         }
+        if !flags.advertise.isEmpty {
+            var list: [HostPort] = []
+            for address in flags.advertise { list.append(try Layer.advertised(address, origin, "--advertise")) }
+            advertise = try Layer.advertiseCount(list, origin, "--advertise")
+        }
         if let v = flags.networkID { networkID = try Layer.number(v, origin, "--network-id") }
         if let v = flags.capacityChunks { capacity = try Layer.capacity(v, origin, "--capacity-chunks") }
         if let v = flags.logLevel { logLevel = try Layer.level(v, origin, "--log-level") }
@@ -289,6 +308,7 @@ private struct Layer {
         if let v = value(Key.listen) { listen = try Layer.hostPort(v, origin, Key.listen, allowPortZero: true) }
         if let v = value(Key.api) { api = try Layer.hostPort(v, origin, Key.api, allowPortZero: true) }
         if let v = value(Key.peers) { peers = try Layer.peerList(v, origin, Key.peers) }
+        if let v = value(Key.advertise) { advertise = try Layer.advertiseList(v, origin, Key.advertise) }
         if let v = value(Key.networkID) { networkID = try Layer.number(v, origin, Key.networkID) }
         if let v = value(Key.capacityChunks) { capacity = try Layer.capacity(v, origin, Key.capacityChunks) }
         if let v = value(Key.logLevel) { logLevel = try Layer.level(v, origin, Key.logLevel) }
@@ -298,7 +318,7 @@ private struct Layer {
     }
 
     /// `key = value` lines; `#` starts a comment line; blank lines are skipped; a value may be
-    /// in double quotes. `peer` may repeat; every other key may appear once.
+    /// in double quotes. `peer` and `advertise` may repeat; every other key may appear once.
     init(fileText: String, fileName: String) throws(SettingsError) {
         let origin = SettingsError.Origin.configFile
         var seen: [String: Int] = [:]
@@ -318,7 +338,7 @@ private struct Layer {
                 value = String(value.dropFirst().dropLast())
             }
             let named = "\(source) (\(key))"
-            if key != "peer" && key != "peers", let first = seen[key] {
+            if !["peer", "peers", "advertise"].contains(key), let first = seen[key] {
                 throw SettingsError(origin, source, "'\(key)' is already set on line \(first)")
             }
             seen[key] = seen[key] ?? lineNumber
@@ -329,6 +349,8 @@ private struct Layer {
             case "api": api = try Layer.hostPort(value, origin, named, allowPortZero: true)
             case "peer": peers = (peers ?? []) + [try Layer.hostPort(value, origin, named, allowPortZero: false)]
             case "peers": peers = (peers ?? []) + (try Layer.peerList(value, origin, named))
+            case "advertise":
+                advertise = try Layer.advertiseCount((advertise ?? []) + (try Layer.advertiseList(value, origin, named)), origin, named)
             case "network-id": networkID = try Layer.number(value, origin, named)
             case "capacity-chunks": capacity = try Layer.capacity(value, origin, named)
             case "log-level": logLevel = try Layer.level(value, origin, named)
@@ -341,7 +363,7 @@ private struct Layer {
     }
 
     static var fileKeys: [String] {
-        ["data-dir", "listen", "api", "peer", "peers", "network-id", "capacity-chunks", "log-level"]
+        ["data-dir", "listen", "api", "peer", "peers", "advertise", "network-id", "capacity-chunks", "log-level"]
             + DaemonSettings.limitSettings.map(\.key)
     }
 
@@ -370,6 +392,37 @@ private struct Layer {
             let entry = trimmed(item)
             if entry.isEmpty { continue }
             list.append(try hostPort(entry, origin, source, allowPortZero: false))
+        }
+        return list
+    }
+
+    /// An address peers are told to reach us at: a peer's address (`--peer` rules) that peers
+    /// also accept from a hello (`ShoalCore.HostPort.parse`) and that names one host, not a
+    /// wildcard.
+    private static func advertised(_ text: String, _ origin: SettingsError.Origin, _ source: String) throws(SettingsError) -> HostPort {
+        let address = try hostPort(text, origin, source, allowPortZero: false)
+        guard ShoalCore.HostPort.parse(address.description) != nil else {
+            throw SettingsError(origin, source, "'\(text)' is not an address peers accept: a DNS name, an IPv4 address or [IPv6], then :port")
+        }
+        guard !["0.0.0.0", "::", "0:0:0:0:0:0:0:0"].contains(address.host) else {
+            throw SettingsError(origin, source, "'\(text)' is a wildcard: advertise an address peers can dial")
+        }
+        return address
+    }
+
+    private static func advertiseList(_ text: String, _ origin: SettingsError.Origin, _ source: String) throws(SettingsError) -> [HostPort] {
+        var list: [HostPort] = []
+        for item in text.split(separator: ",") {
+            let entry = trimmed(item)
+            if entry.isEmpty { continue }
+            list.append(try advertised(entry, origin, source))
+        }
+        return try advertiseCount(list, origin, source)
+    }
+
+    private static func advertiseCount(_ list: [HostPort], _ origin: SettingsError.Origin, _ source: String) throws(SettingsError) -> [HostPort] {
+        guard list.count <= DaemonSettings.advertiseMax else {
+            throw SettingsError(origin, source, "\(list.count) addresses to advertise; a hello carries at most \(DaemonSettings.advertiseMax)")
         }
         return list
     }

@@ -55,6 +55,10 @@ public final class ShoalMetrics: Sendable {
     private let penalized: Prometheus.Gauge
     private let syncStreams: Prometheus.Gauge
     private let syncStreamsHistoryDone: Prometheus.Gauge
+    private let topologyDepth: Prometheus.Gauge
+    private let topologyRadius: Prometheus.Gauge
+    private let peersKnown: Prometheus.Gauge
+    private let peersConnected: Prometheus.Gauge
     /// The node's monotonic counters, mirrored: the counter and the node's value last added.
     private let mirrored: Locked<[MirroredCounter.Key: MirroredCounter]>
 
@@ -90,6 +94,10 @@ public final class ShoalMetrics: Sendable {
         penalized = gauge("shoal_inbound_penalized_addresses", "Addresses in the penalty box now.")
         syncStreams = gauge("shoal_sync_streams", "Pull-sync streams (one per connected peer and bin).")
         syncStreamsHistoryDone = gauge("shoal_sync_streams_history_done", "Pull-sync streams whose history part is synced.")
+        topologyDepth = gauge("shoal_topology_depth", "Neighbourhood depth: peers at this proximity order or more are neighbours.")
+        topologyRadius = gauge("shoal_topology_radius", "The storage radius the supervisor syncs by (bins below it are not kept).")
+        peersKnown = gauge("shoal_peers_known", "Peers in the address book (connected or not).")
+        peersConnected = gauge("shoal_peers_connected", "Peers in the Kademlia table's connected set.")
         mirrored = Locked([:])
         // Made now, so that a scrape shows every node counter (at 0) before the first event.
         mirrored.withLock { counters in
@@ -128,10 +136,10 @@ public final class ShoalMetrics: Sendable {
 
     // MARK: Read from the node
 
-    /// Sets the node's figures from its status and peers (called by `GET /metrics` before it
-    /// answers). The node's counters count since its process started; each is added to its
+    /// Sets the node's figures from its status, peers and topology (called by `GET /metrics`
+    /// before it answers; without a topology its gauges keep their last values). The node's counters count since its process started; each is added to its
     /// Prometheus counter by what it grew since the last scrape.
-    public func refresh(from status: NodeStatus, peers connected: [PeerStatus]) {
+    public func refresh(from status: NodeStatus, peers connected: [PeerStatus], topology: TopologyStatus? = nil) {
         nodeInfo(overlay: status.overlay, networkID: status.networkID)
         storeChunks.set(Int64(status.chunks))
         for bin in status.bins where binChunks.indices.contains(bin.bin) {
@@ -147,6 +155,12 @@ public final class ShoalMetrics: Sendable {
         let streams = connected.flatMap(\.bins)
         syncStreams.set(Int64(streams.count))
         syncStreamsHistoryDone.set(Int64(streams.count(where: \.historyDone)))
+        if let topology {
+            topologyDepth.set(Int64(topology.depth))
+            topologyRadius.set(Int64(topology.radius))
+            peersKnown.set(Int64(topology.known))
+            peersConnected.set(Int64(topology.connected))
+        }
 
         var values: [MirroredCounter.Key: Int] = [
             .chunksReceived: status.chunksReceived,

@@ -23,6 +23,13 @@ public protocol NodeAPIBacking: Sendable {
     func readStore<R>(_ body: (StoreReader) throws -> R) throws -> R
     /// True once the store is open and the peer listener is bound.
     var isReady: Bool { get }
+    /// The Kademlia table: depth, radius, bins, and the bins synced from each connected peer.
+    func topology() async -> TopologyStatus
+    /// Dials "host:port" and runs a session with the peer there; returns once its handshake
+    /// proved who it is. Throws when the node is not running or the dial or handshake fails.
+    func connect(_ address: String) async throws -> PeerInfo
+    /// Ends the session with a connected peer (goodbye); false when it is not connected.
+    func disconnect(_ overlay: OverlayAddress) async -> Bool
 }
 
 /// A chunk's place in the local store: its bin and its bin ID there.

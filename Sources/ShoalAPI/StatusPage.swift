@@ -1,7 +1,7 @@
 import Hummingbird
 
 /// `GET /`: one self-contained page (inline CSS and script, no build step, nothing fetched but
-/// this API's own `/status`, `/peers` and `/tags`) that shows the node live.
+/// this API's own `/status`, `/peers`, `/topology` and `/tags`) that shows the node live.
 ///
 /// The script polls every 2 s, one round at a time (each request aborted after 1.5 s); after a
 /// failure it keeps the last figures, says the node is unreachable and backs off, doubling up to
@@ -9,8 +9,8 @@ import Hummingbird
 ///
 /// Every figure is an element with a `data-field` naming where it comes from: the key path in
 /// `/status` (`chunks`, `storageRadius`, `connections.outbound`, `bins.7.chunks`), `peer.<overlay>.…`
-/// for a row of `/peers`, `tag.<uid>.…` for a row of `/tags`, and `page.state`, `page.polls`, `page.failures`
-/// for the page itself. `Docs/Monitoring.md` lists them; the browser test reads them.
+/// for a row of `/peers`, `topology.…` for `/topology` (`topology.known`, `topology.bins.3.connected`),
+/// `tag.<uid>.…` for a row of `/tags`, and `page.state`, `page.polls`, `page.failures` for the page itself. `Docs/Monitoring.md` lists them; the browser test reads them.
 enum StatusPage {
     /// What the page may load: only itself and this origin's JSON. Enforced by the browser, so
     /// a change that pulled in a script or style from elsewhere would show up as broken.
@@ -58,6 +58,7 @@ enum StatusPage {
     [data-field="page.state"].live { color: var(--ok); }
     [data-field="page.state"].down { color: var(--bad); }
     #bins-section, #peers-section { grid-column: 1 / -1; }
+    td.saturated { color: var(--ok); }
     </style>
     </head>
     <body>
@@ -74,7 +75,7 @@ enum StatusPage {
         <dl>
           <dt>network</dt><dd data-field="networkID">–</dd>
           <dt>listening on</dt><dd data-field="listenAddress">–</dd>
-          <dt id="row-depth-label" hidden>depth</dt><dd id="row-depth" data-field="depth" hidden>–</dd>
+          <dt>depth</dt><dd id="row-depth" data-field="depth">–</dd>
           <dt>storage radius</dt><dd data-field="storageRadius">–</dd>
           <dt>store epoch</dt><dd data-field="epoch">–</dd>
         </dl>
@@ -99,6 +100,13 @@ enum StatusPage {
           <dt>inbound admitted</dt><dd data-field="connections.inbound.counters.admitted">–</dd>
           <dt>inbound refused</dt><dd data-field="connections.inbound.counters.refused.total">–</dd>
         </dl>
+      </section>
+      <section id="topology-section">
+        <h2>Topology: <span data-field="topology.connected">0</span> connected, <span data-field="topology.known">0</span> known, <span data-field="topology.dialling">0</span> dialling</h2>
+        <table>
+          <thead><tr><th class="num">bin</th><th class="num">known</th><th class="num">connected</th><th>saturated</th></tr></thead>
+          <tbody id="topology-body"><tr><td colspan="4" class="muted">no peer known</td></tr></tbody>
+        </table>
       </section>
       <section id="uploads" hidden>
         <h2>Uploads (<span data-field="tags.inProgress">0</span> in progress)</h2>
@@ -139,6 +147,15 @@ enum StatusPage {
         return td;
       };
 
+      // A table's only row when it has nothing to show.
+      const emptyRow = (text, columns) => {
+        const row = document.createElement('tr');
+        const td = cell(null, text, 'muted');
+        td.colSpan = columns;
+        row.appendChild(td);
+        return row;
+      };
+
       async function getJSON(path) {
         const abort = new AbortController();
         const timer = setTimeout(() => abort.abort(), TIMEOUT_MS);
@@ -154,9 +171,7 @@ enum StatusPage {
       function renderStatus(s) {
         for (const key of ['overlay', 'networkID', 'listenAddress', 'storageRadius', 'epoch', 'chunks',
                            'chunksReceived', 'chunksServed', 'chunksDuplicate', 'peers']) set(key, s[key]);
-        const hasDepth = Object.prototype.hasOwnProperty.call(s, 'depth');
-        show('row-depth', hasDepth); show('row-depth-label', hasDepth);
-        if (hasDepth) set('depth', s.depth);
+        set('depth', s.depth);
         const hasBytes = typeof s.bytes === 'number';
         show('row-bytes', hasBytes); show('row-bytes-label', hasBytes);
         if (hasBytes) set('bytes', s.bytes);
@@ -215,14 +230,22 @@ enum StatusPage {
                      progress);
           return row;
         });
-        if (rows.length === 0) {
+        body.replaceChildren(...(rows.length ? rows : [emptyRow('no peers', 8)]));
+      }
+
+      // Only the bins that hold a known peer: a node's table is mostly empty bins.
+      function renderTopology(t) {
+        for (const key of ['connected', 'known', 'dialling']) set('topology.' + key, t[key]);
+        const bins = (Array.isArray(t.bins) ? t.bins : []).filter(b => b.known > 0 || b.connected > 0);
+        const rows = bins.map(b => {
           const row = document.createElement('tr');
-          const empty = cell(null, 'no peers', 'muted');
-          empty.colSpan = 8;
-          row.appendChild(empty);
-          rows.push(row);
-        }
-        body.replaceChildren(...rows);
+          row.dataset.topologyBin = String(b.bin);
+          const name = 'topology.bins.' + b.bin + '.';
+          row.append(cell(null, b.bin, 'num'), cell(name + 'known', b.known, 'num'), cell(name + 'connected', b.connected, 'num'),
+                     cell(name + 'saturated', b.saturated ? 'yes' : 'no', b.saturated ? 'saturated' : null));
+          return row;
+        });
+        document.getElementById('topology-body').replaceChildren(...(rows.length ? rows : [emptyRow('no peer known', 4)]));
       }
 
       function renderTags(answer) {
@@ -255,9 +278,10 @@ enum StatusPage {
       async function poll() {
         const state = field('page.state');
         try {
-          const [status, peers] = await Promise.all([getJSON('/status'), getJSON('/peers')]);
+          const [status, peers, topology] = await Promise.all([getJSON('/status'), getJSON('/peers'), getJSON('/topology')]);
           renderStatus(status);
           renderPeers(Array.isArray(peers) ? peers : []);
+          renderTopology(topology || {});
           await pollTags();
           failures = 0;
           set('page.failures', 0);

@@ -15,7 +15,7 @@ import Darwin
 #endif
 
 /// Exit statuses of the commands that talk to a node's API (`status`, `upload`, `download`,
-/// `pin`): what a script can rely on (Docs/CLI.md, decision 0018).
+/// `pin`, `topology`, `peers`): what a script can rely on (Docs/CLI.md, decision 0018).
 enum CLIExit {
     static let success: Int32 = 0
     /// The API answered with an error (its message is on stderr).
@@ -31,7 +31,13 @@ enum CLIExit {
 
     /// The commands whose usage errors exit with `usage` rather than ArgumentParser's 64
     /// (`shoal start` keeps 64, as its supervisors expect).
-    static let clientCommands: Set<String> = ["status", "upload", "download", "pin"]
+    static let clientCommands: Set<String> = ["status", "upload", "download", "pin", "topology", "peers"]
+
+    /// The `--help` text of a command that prints one answer: what its statuses mean.
+    static let readCommandDiscussion = """
+        Exit status: 0 on HTTP 200, 1 the API answered an error (its message on stderr), 2 \
+        usage, 3 the API cannot be reached or stopped answering. See Docs/CLI.md.
+        """
 }
 
 /// A command ends with `status` after printing `message` (if any) on stderr as "shoal: …".
@@ -101,7 +107,8 @@ struct APIOptions: ParsableArguments {
     }
 }
 
-/// A file's reference on the command line: 64 hex digits (either case), as the API names it.
+/// A file's reference (or a peer's overlay) on the command line: 64 hex digits (either case),
+/// as the API names it.
 struct Reference: ExpressibleByArgument, Sendable, CustomStringConvertible {
     let hex: String
 
@@ -116,11 +123,17 @@ struct Reference: ExpressibleByArgument, Sendable, CustomStringConvertible {
 }
 
 extension HTTPClient {
-    /// Sends a request with no body and returns the 2xx body; anything else is a `CommandFailure`.
-    func expectSuccess(_ method: String, _ target: String, statuses: Set<Int> = [200, 201]) throws(CommandFailure) -> (status: Int, body: [UInt8]) {
+    /// Sends a request (no body, or `json`) and returns the 2xx body; anything else is a `CommandFailure`.
+    func expectSuccess(_ method: String, _ target: String, statuses: Set<Int> = [200, 201],
+                       json: [UInt8]? = nil) throws(CommandFailure) -> (status: Int, body: [UInt8]) {
         let answer: (head: HTTPResponseHead, body: [UInt8])
+        var request = HTTPRequest(method: method, target: target, headers: [("Accept", "application/json")])
+        if let json {
+            request.headers.append(("Content-Type", "application/json"))
+            request.body = .bytes(json)
+        }
         do {
-            answer = try fetch(HTTPRequest(method: method, target: target, headers: [("Accept", "application/json")]))
+            answer = try fetch(request)
         } catch {
             throw CommandFailure(error)
         }

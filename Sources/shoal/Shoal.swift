@@ -12,7 +12,8 @@ struct Shoal: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "shoal",
         abstract: "A peer-to-peer storage node: content-addressed chunks, pull sync, one LMDB store.",
-        subcommands: [Start.self, StatusCommand.self, UploadCommand.self, DownloadCommand.self, PinCommand.self]
+        subcommands: [Start.self, StatusCommand.self, TopologyCommand.self, PeersCommand.self, UploadCommand.self, DownloadCommand.self,
+                      PinCommand.self]
     )
 
     /// ArgumentParser's own entry point, except that a usage error of a client command exits

@@ -16,7 +16,7 @@ struct Start: AsyncParsableCommand {
         abstract: "Run a node: its store, its peer listener and its HTTP API.",
         discussion: """
             Settings come from flags, then environment variables (SHOAL_DATA_DIR, SHOAL_LISTEN, \
-            SHOAL_API, SHOAL_PEERS, SHOAL_NETWORK_ID, SHOAL_CAPACITY_CHUNKS, SHOAL_LOG_LEVEL, \
+            SHOAL_API, SHOAL_PEERS, SHOAL_ADVERTISE, SHOAL_NETWORK_ID, SHOAL_CAPACITY_CHUNKS, SHOAL_LOG_LEVEL, \
             SHOAL_INBOUND_MAX, SHOAL_INBOUND_PER_IP_MAX, SHOAL_INBOUND_PER_SUBNET_MAX, SHOAL_HANDSHAKES_MAX, \
             SHOAL_CONFIG), then the config file (key = value lines), then the defaults. \
             When ready, one line goes to stdout: "shoal: listening on HOST:PORT, API on \
@@ -35,6 +35,11 @@ struct Start: AsyncParsableCommand {
 
     @Option(name: .customLong("peer"), help: ArgumentHelp("A peer to dial and keep dialling; repeat for more.", valueName: "host:port"))
     var peers: [String] = []
+
+    @Option(name: .customLong("advertise"),
+            help: ArgumentHelp("An address peers can reach this node at, told to them in the handshake; repeat for more (at most 8). "
+                               + "Default: the listen address, unless it is 0.0.0.0, :: or port 0.", valueName: "host:port"))
+    var advertise: [String] = []
 
     @Option(name: .customLong("network-id"), help: ArgumentHelp("Nodes of other networks are refused. Default 1.", valueName: "n"))
     var networkID: String?
@@ -61,7 +66,7 @@ struct Start: AsyncParsableCommand {
     var logLevel: String?
 
     private var flags: DaemonSettings.Flags {
-        DaemonSettings.Flags(dataDirectory: dataDirectory, listen: listen, api: api, peers: peers, networkID: networkID,
+        DaemonSettings.Flags(dataDirectory: dataDirectory, listen: listen, api: api, peers: peers, advertise: advertise, networkID: networkID,
                              capacityChunks: capacityChunks, logLevel: logLevel, configFile: configFile,
                              limits: ["inbound-max": inboundMax, "inbound-per-ip-max": inboundPerIPMax,
                                       "inbound-per-subnet-max": inboundPerSubnetMax, "handshakes-max": handshakesMax]

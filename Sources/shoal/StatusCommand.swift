@@ -5,10 +5,7 @@ struct StatusCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Print a running node's status (GET /status) or its peers (GET /peers) as JSON.",
-        discussion: """
-            Exit status: 0 on HTTP 200, 1 the API answered an error (its message on stderr), 2 \
-            usage, 3 the API cannot be reached or stopped answering. See Docs/CLI.md.
-            """
+        discussion: CLIExit.readCommandDiscussion
     )
 
     @OptionGroup var options: APIOptions

@@ -41,25 +41,12 @@ private final class Lines: Sendable {
     }
 }
 
-/// A node whose store fails every status read: each `GET /status` is a 500.
-private struct BrokenNode: NodeAPIBacking {
-    var overlay: OverlayAddress { OverlayAddress(bytes: [UInt8](repeating: 7, count: 32))! }
-    func upload(_ chunk: Chunk) async throws -> BatchResult { throw StoreError(.system, "disk on fire") }
-    func chunk(_ address: ChunkAddress) throws -> Chunk? { nil }
-    func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? { nil }
-    func status() throws -> NodeStatus { throw StoreError(.system, "disk on fire") }
-    func peers() async -> [PeerStatus] { [] }
-    func apply(_ batch: StoreBatch) async throws -> BatchResult { throw StoreError(.system, "disk on fire") }
-    func waitForChunk(_ address: ChunkAddress, timeout: Duration) async -> Bool { false }
-    func readStore<R>(_ body: (StoreReader) throws -> R) throws -> R { throw StoreError(.system, "disk on fire") }
-    var isReady: Bool { false }
-}
 
 @Suite struct APILogThrottleTests {
     @Test func aFloodOfFailingRequestsIsLoggedAsAFewLinesAndASummary() async throws {
         let lines = Lines()
         let log = ThrottledLog(logger: lines.logger(level: .debug), linesPerWindow: 5, windowMs: 60_000)
-        let app = Application(router: makeRouter(node: BrokenNode(), log: log), logger: lines.logger(level: .critical))
+        let app = Application(router: makeRouter(node: FailingNode(failure: "disk on fire"), log: log), logger: lines.logger(level: .critical))
         try await app.test(.router) { client in
             for _ in 0..<200 {
                 try await client.execute(uri: "/status", method: .get) { #expect($0.status == .internalServerError) }
@@ -83,7 +70,7 @@ private struct BrokenNode: NodeAPIBacking {
     @Test func requestsBelowTheLogLevelCostNoLineAndNoCount() async throws {
         let lines = Lines()
         let log = ThrottledLog(logger: lines.logger(level: .info), linesPerWindow: 5, windowMs: 60_000)
-        let app = Application(router: makeRouter(node: BrokenNode(), log: log), logger: lines.logger(level: .critical))
+        let app = Application(router: makeRouter(node: FailingNode(failure: "disk on fire"), log: log), logger: lines.logger(level: .critical))
         try await app.test(.router) { client in
             for _ in 0..<20 {
                 try await client.execute(uri: "/nothing-here", method: .get) { #expect($0.status == .notFound) }

@@ -41,6 +41,9 @@ struct SettingsPrecedenceTests {
         Row(name: "peers", fileLine: { "peer = \($0)" }, environmentKey: "SHOAL_PEERS",
             flag: { $0.peers = [$1] }, values: ("10.0.0.1:1634", "10.0.0.2:1634", "10.0.0.3:1634"),
             resolved: { $0.peers.map(\.description).joined(separator: ",") }),
+        Row(name: "advertise", fileLine: { "advertise = \($0)" }, environmentKey: "SHOAL_ADVERTISE",
+            flag: { $0.advertise = [$1] }, values: ("node-a.example:1634", "192.0.2.7:1700", "[2001:db8::7]:1634"),
+            resolved: { $0.advertise.map(\.description).joined(separator: ",") }),
         Row(name: "network-id", fileLine: { "network-id = \($0)" }, environmentKey: "SHOAL_NETWORK_ID",
             flag: { $0.networkID = $1 }, values: ("10", "20", "30"), resolved: { "\($0.networkID)" }),
         Row(name: "capacity-chunks", fileLine: { "capacity-chunks = \($0)" }, environmentKey: "SHOAL_CAPACITY_CHUNKS",
@@ -70,6 +73,7 @@ struct SettingsPrecedenceTests {
         others.listen = DaemonSettings.defaults.listen
         others.api = DaemonSettings.defaults.api
         others.peers = DaemonSettings.defaults.peers
+        others.advertise = DaemonSettings.defaults.advertise
         others.networkID = DaemonSettings.defaults.networkID
         others.capacityChunks = DaemonSettings.defaults.capacityChunks
         others.logLevel = DaemonSettings.defaults.logLevel
@@ -95,6 +99,40 @@ struct SettingsPrecedenceTests {
         let fromFile = try DaemonSettings.resolve(
             flags: Flags(), environment: [:], fileText: "peer = 127.0.0.1:9001\npeers = 127.0.0.1:9002,127.0.0.1:9003\npeer = 127.0.0.1:9004")
         #expect(fromFile.peers.map(\.port) == [9001, 9002, 9003, 9004])
+    }
+
+    @Test func advertisedAddressesRepeatAsPeersDoAndBecomeTheNodesAdvertise() throws {
+        let fromFile = try DaemonSettings.resolve(
+            flags: Flags(), environment: [:], fileText: "advertise = 192.0.2.1:1634\nadvertise = 192.0.2.2:1634, node.example:1634")
+        #expect(fromFile.advertise.map(\.description) == ["192.0.2.1:1634", "192.0.2.2:1634", "node.example:1634"])
+        #expect(fromFile.nodeConfiguration().advertise == ["192.0.2.1:1634", "192.0.2.2:1634", "node.example:1634"])
+        let fromEnvironment = try DaemonSettings.resolve(
+            flags: Flags(), environment: ["SHOAL_ADVERTISE": "192.0.2.3:1, [2001:db8::1]:2,,"], fileText: "advertise = 192.0.2.1:1634")
+        #expect(fromEnvironment.nodeConfiguration().advertise == ["192.0.2.3:1", "[2001:db8::1]:2"])
+        let fromFlags = try DaemonSettings.resolve(
+            flags: Flags(advertise: ["192.0.2.9:9"]), environment: ["SHOAL_ADVERTISE": "192.0.2.3:1"], fileText: nil)
+        #expect(fromFlags.nodeConfiguration().advertise == ["192.0.2.9:9"])
+        #expect(try DaemonSettings.resolve(flags: Flags(), environment: [:], fileText: nil).nodeConfiguration().advertise == [])
+    }
+
+    @Test func atMostEightAddressesAreAdvertisedFromAnySource() throws {
+        let eight = (1...8).map { "192.0.2.\($0):1634" }
+        let nine = eight + ["192.0.2.9:1634"]
+        #expect(try DaemonSettings.resolve(flags: Flags(advertise: eight), environment: [:], fileText: nil).advertise.count == 8)
+        let flagError = #expect(throws: SettingsError.self) {
+            _ = try DaemonSettings.resolve(flags: Flags(advertise: nine), environment: [:], fileText: nil)
+        }
+        #expect(flagError?.source == "--advertise")
+        #expect(flagError?.message.contains("at most 8") == true)
+        let environmentError = #expect(throws: SettingsError.self) {
+            _ = try DaemonSettings.resolve(flags: Flags(), environment: ["SHOAL_ADVERTISE": nine.joined(separator: ",")], fileText: nil)
+        }
+        #expect(environmentError?.source == "SHOAL_ADVERTISE")
+        let fileError = #expect(throws: SettingsError.self) {
+            _ = try DaemonSettings.resolve(flags: Flags(), environment: [:],
+                                           fileText: nine.map { "advertise = \($0)" }.joined(separator: "\n"), fileName: "shoal.conf")
+        }
+        #expect(fileError?.source == "shoal.conf:9 (advertise)")
     }
 
     @Test func unboundedInTheEnvironmentLiftsTheFilesCapacity() throws {
@@ -178,6 +216,10 @@ struct ConfigFileTests {
         ("capacity-chunks = 0", "shoal.conf:1 (capacity-chunks)", "at least 1"),
         ("log-level = loud", "shoal.conf:1 (log-level)", "unknown log level 'loud'"),
         ("data-dir =", "shoal.conf:1 (data-dir)", "empty value"),
+        ("advertise = 127.0.0.1:0", "shoal.conf:1 (advertise)", "outside 1…65535"),
+        ("advertise = 0.0.0.0:1634", "shoal.conf:1 (advertise)", "wildcard"),
+        ("advertise = [::]:1634", "shoal.conf:1 (advertise)", "wildcard"),
+        ("advertise = under_score-.example:1634", "shoal.conf:1 (advertise)", "not an address peers accept"),
     ])
     func aBadLineIsAnErrorNamingTheFileAndLine(text: String, source: String, message: String) {
         let error = #expect(throws: SettingsError.self) {
@@ -200,6 +242,8 @@ struct FlagAndEnvironmentErrorTests {
         (DaemonSettings.Flags(listen: "localhost"), "--listen"),
         (DaemonSettings.Flags(api: "127.0.0.1:http"), "--api"),
         (DaemonSettings.Flags(peers: ["127.0.0.1:1", "nope"]), "--peer"),
+        (DaemonSettings.Flags(advertise: ["127.0.0.1:1", "nope"]), "--advertise"),
+        (DaemonSettings.Flags(advertise: ["0.0.0.0:1634"]), "--advertise"),
         (DaemonSettings.Flags(networkID: "one"), "--network-id"),
         (DaemonSettings.Flags(capacityChunks: "-5"), "--capacity-chunks"),
         (DaemonSettings.Flags(logLevel: "verbose"), "--log-level"),
@@ -212,7 +256,7 @@ struct FlagAndEnvironmentErrorTests {
         #expect(error?.source == flag)
     }
 
-    @Test(arguments: ["SHOAL_LISTEN", "SHOAL_API", "SHOAL_PEERS", "SHOAL_NETWORK_ID", "SHOAL_CAPACITY_CHUNKS", "SHOAL_LOG_LEVEL"])
+    @Test(arguments: ["SHOAL_LISTEN", "SHOAL_API", "SHOAL_PEERS", "SHOAL_ADVERTISE", "SHOAL_NETWORK_ID", "SHOAL_CAPACITY_CHUNKS", "SHOAL_LOG_LEVEL"])
     func aBadVariableNamesTheVariable(key: String) {
         let error = #expect(throws: SettingsError.self) {
             _ = try DaemonSettings.resolve(flags: .init(), environment: [key: "not valid:x"], fileText: nil)

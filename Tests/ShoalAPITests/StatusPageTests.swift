@@ -42,7 +42,7 @@ struct StatusPageTests {
         "chunksReceived", "chunksServed", "chunksDuplicate", "peers", "connections.outbound",
         "connections.inbound.open.inbound", "connections.inbound.open.handshaking",
         "connections.inbound.counters.admitted", "connections.inbound.counters.refused.total",
-        "peers.count", "tags.inProgress", "page.state", "page.polls", "page.failures", "page.updated", "page.error",
+        "peers.count", "topology.connected", "topology.known", "topology.dialling", "tags.inProgress", "page.state", "page.polls", "page.failures", "page.updated", "page.error",
     ]
 }
 
@@ -70,12 +70,18 @@ struct StatusPageBrowserTests {
                         return await b.historySynced()
                     }
 
+                    try await eventually("A's table has B with its bins") {
+                        try await Self.json(TopologyStatus.self, port, "/topology").peers.first?.subscribedBins.isEmpty == false
+                    }
                     let before = try await Self.json(NodeStatus.self, port, "/status")
+                    let topologyBefore = try await Self.json(TopologyStatus.self, port, "/topology")
                     let (dom, seconds) = try await Chromium.dumpDOM("http://127.0.0.1:\(port)/", virtualMilliseconds: 5000)
                     print("status page in chromium: \(String(format: "%.2f", seconds)) s for 5 s of virtual time")
                     let status = try await Self.json(NodeStatus.self, port, "/status")
                     let peers = try await Self.json([PeerStatus].self, port, "/peers")
+                    let topology = try await Self.json(TopologyStatus.self, port, "/topology")
                     #expect(before == status, "the node's figures moved while the page loaded")
+                    #expect(topologyBefore == topology, "the node's table moved while the page loaded")
                     let page = DumpedPage(dom)
 
                     #expect(page.fields["page.state"] == "live", "page says \(page.fields["page.error"] ?? "?")")
@@ -85,7 +91,7 @@ struct StatusPageBrowserTests {
                     #expect(page.int("chunks") == status.chunks)
                     #expect(status.chunks == total)
                     #expect(page.int("storageRadius") == status.storageRadius)
-                    #expect(page.isHidden(id: "row-depth") == false, "/status has a depth, so the page shows it")
+                    #expect(page.isHidden(id: "row-depth") == false, "the page shows depth")
                     #expect(page.int("depth") == status.depth)
                     #expect(page.int("chunksReceived") == status.chunksReceived)
                     #expect(status.chunksReceived == fromPeer.count)
@@ -112,6 +118,24 @@ struct StatusPageBrowserTests {
                         #expect(page.int("peer.\(peer.overlay).sealed") == Int(peer.bins.reduce(0) { $0 + $1.sealed }))
                     }
 
+                    // The table: its counts, and a row for every bin with a known peer, none for the others.
+                    #expect(page.int("topology.connected") == topology.connected)
+                    #expect(topology.connected == 1)
+                    #expect(page.int("topology.known") == topology.known)
+                    #expect(page.int("topology.dialling") == topology.dialling)
+                    for bin in topology.bins {
+                        let shown = page.int("topology.bins.\(bin.bin).known")
+                        if bin.known == 0 && bin.connected == 0 {
+                            #expect(shown == nil, "bin \(bin.bin) has no peer, so no row")
+                            continue
+                        }
+                        #expect(shown == bin.known, "bin \(bin.bin)")
+                        #expect(page.int("topology.bins.\(bin.bin).connected") == bin.connected, "bin \(bin.bin)")
+                        #expect(page.fields["topology.bins.\(bin.bin).saturated"] == (bin.saturated ? "yes" : "no"), "bin \(bin.bin)")
+                    }
+                    let po = Proximity.bin(of: b.overlay, relativeTo: a.overlay)
+                    #expect(page.int("topology.bins.\(po).connected") == 1, "B's bin")
+
                     // Upload progress shows only where `/tags` answers.
                     let tags = try await RawHTTP.get(port: port, path: "/tags")
                     #expect(page.isHidden(id: "uploads") == (tags.status == 404))
@@ -122,7 +146,7 @@ struct StatusPageBrowserTests {
 
     @Test(.timeLimit(.minutes(2)))
     func aNodeThatCannotAnswerLeavesThePageSayingSoAndBackingOff() async throws {
-        try await withLiveAPI(StorelessNode()) { port in
+        try await withLiveAPI(FailingNode(failure: "no store")) { port in
             let (dom, _) = try await Chromium.dumpDOM("http://127.0.0.1:\(port)/", virtualMilliseconds: 5000)
             let page = DumpedPage(dom)
             #expect(page.fields["page.state"] == "unreachable")
@@ -141,16 +165,3 @@ struct StatusPageBrowserTests {
     }
 }
 
-/// A node whose store cannot be read: `/status` fails with 500, `/peers` is empty.
-private struct StorelessNode: NodeAPIBacking {
-    var overlay: OverlayAddress { OverlayAddress(bytes: [UInt8](repeating: 3, count: 32))! }
-    func upload(_ chunk: Chunk) async throws -> BatchResult { throw StoreError(.system, "no store") }
-    func chunk(_ address: ChunkAddress) throws -> Chunk? { throw StoreError(.system, "no store") }
-    func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? { throw StoreError(.system, "no store") }
-    func status() throws -> NodeStatus { throw StoreError(.system, "no store") }
-    func peers() async -> [PeerStatus] { [] }
-    func apply(_ batch: StoreBatch) async throws -> BatchResult { throw StoreError(.system, "no store") }
-    func waitForChunk(_ address: ChunkAddress, timeout: Duration) async -> Bool { false }
-    func readStore<R>(_ body: (StoreReader) throws -> R) throws -> R { throw StoreError(.system, "no store") }
-    var isReady: Bool { false }
-}

@@ -5,6 +5,7 @@ import Logging
 import ShoalAPI
 import ShoalCore
 import ShoalNode
+import ShoalStore
 import ShoalTestSupport
 import Testing
 
@@ -75,4 +76,35 @@ func expectError(_ response: TestResponse, _ status: HTTPResponse.Status, _ code
     let body = try decode(APIError.Body.self, response, sourceLocation: sourceLocation)
     #expect(body.error.code == code.rawValue, sourceLocation: sourceLocation)
     #expect(!body.error.message.isEmpty, sourceLocation: sourceLocation)
+}
+
+extension TopologyStatus {
+    /// No peer known, depth and radius 0 (the type has no public initializer; it is the API's
+    /// answer, so it is made from JSON, as a client would).
+    static var empty: TopologyStatus {
+        let bins = (0..<Proximity.binCount).map { #"{"bin":\#($0),"known":0,"connected":0,"saturated":false}"# }
+        let json = #"{"depth":0,"radius":0,"connected":0,"known":0,"dialling":0,"bins":[\#(bins.joined(separator: ","))],"peers":[]}"#
+        return try! JSONDecoder().decode(TopologyStatus.self, from: Data(json.utf8))
+    }
+}
+
+/// A node whose store fails every call with `StoreError(.system, failure)`: `/status` is a 500,
+/// `/peers` and `/topology` are empty, and `POST /peers` runs `dial`.
+struct FailingNode: NodeAPIBacking {
+    var failure: String
+    var isReady = false
+    var dial: @Sendable (String) async throws -> PeerInfo = { _ in throw StoreError(.system, "no dialling") }
+
+    var overlay: OverlayAddress { OverlayAddress(bytes: [UInt8](repeating: 7, count: 32))! }
+    func upload(_ chunk: Chunk) async throws -> BatchResult { throw StoreError(.system, failure) }
+    func chunk(_ address: ChunkAddress) throws -> Chunk? { throw StoreError(.system, failure) }
+    func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? { throw StoreError(.system, failure) }
+    func status() throws -> NodeStatus { throw StoreError(.system, failure) }
+    func peers() async -> [PeerStatus] { [] }
+    func apply(_ batch: StoreBatch) async throws -> BatchResult { throw StoreError(.system, failure) }
+    func waitForChunk(_ address: ChunkAddress, timeout: Duration) async -> Bool { false }
+    func readStore<R>(_ body: (StoreReader) throws -> R) throws -> R { throw StoreError(.system, failure) }
+    func topology() async -> TopologyStatus { .empty }
+    func connect(_ address: String) async throws -> PeerInfo { try await dial(address) }
+    func disconnect(_ overlay: OverlayAddress) async -> Bool { false }
 }

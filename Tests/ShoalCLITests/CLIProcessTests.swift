@@ -26,6 +26,13 @@ struct CLIProcessTests {
         ["pin", "rm"],
         ["pin", "frob", ref],
         ["status", "--api", "127.0.0.1:0"],
+        ["topology", "--frobnicate"],
+        ["peers", "connect"],
+        ["peers", "connect", "nope"],
+        ["peers", "connect", "127.0.0.1:0"],
+        ["peers", "connect", "::1:1634"],
+        ["peers", "disconnect", "abc"],
+        ["peers", "drop", ref],
     ])
     func aUsageErrorExits2AndSendsNothing(_ arguments: [String]) async throws {
         let output = try await CLI.run(arguments + ["--api", "127.0.0.1:1"].filter { _ in !arguments.contains("--api") })
@@ -43,6 +50,7 @@ struct CLIProcessTests {
     @Test(arguments: [
         ["status"], ["status", "--peers"], ["upload", "-"], ["download", ref], ["download", ref, "-o", "OUT"],
         ["pin", "add", ref], ["pin", "rm", ref], ["pin", "ls"], ["pin", "ls", ref], ["pin", "check", ref],
+        ["topology"], ["topology", "--json"], ["peers", "connect", "127.0.0.1:1634"], ["peers", "disconnect", ref],
     ])
     func everyClientCommandExits3WhenNothingListens(_ arguments: [String]) async throws {
         let directory = try TemporaryDirectory("shoal-cli")

@@ -117,6 +117,9 @@ struct EndToEndTests {
 final class RunningNode: @unchecked Sendable {
     let process = Process()
     private(set) var api = ""
+    /// Where peers connect, and the node's overlay (64 hex digits), from its ready line.
+    private(set) var listen = ""
+    private(set) var overlay = ""
 
     static func start(in dataDirectory: String) async throws -> RunningNode {
         let node = RunningNode()
@@ -134,9 +137,9 @@ final class RunningNode: @unchecked Sendable {
         while ContinuousClock.now < deadline && node.process.isRunning {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             // "shoal: listening on H:P, API on H:P, overlay X"
-            if let line = text.split(separator: "\n").first, let range = line.range(of: "API on "),
-               let comma = line[range.upperBound...].firstIndex(of: ",") {
-                node.api = String(line[range.upperBound..<comma])
+            if let line = text.split(separator: "\n").first,
+               let match = line.firstMatch(of: /listening on ([^,]+), API on ([^,]+), overlay ([0-9a-f]{64})/) {
+                (node.listen, node.api, node.overlay) = (String(match.1), String(match.2), String(match.3))
                 return node
             }
             try await Task.sleep(for: .milliseconds(20))
