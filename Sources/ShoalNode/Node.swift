@@ -190,12 +190,12 @@ public final class Node: Service, Sendable {
         }
     }
 
+    /// "host:port" as a hello may carry it (`HostPort.parse`: port 1…65535, IPv6 in brackets).
     static func split(_ address: String) -> (String, Int)? {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
-              (0...65535).contains(port) else { return nil }
-        var host = String(address[..<colon])
+        guard let parsed = HostPort.parse(address) else { return nil }
+        var host = parsed.host
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        return host.isEmpty ? nil : (host, port)
+        return (host, Int(parsed.port))
     }
 
     /// Runs one session over an established connection until it ends.
@@ -216,6 +216,12 @@ public final class Node: Service, Sendable {
                                                                     "peer.address": "\(peer.remoteAddress)", "ban.seconds": "\(seconds)"])
                     try? await outbound.write(.goodbye(Goodbye(reason: .banned, message: "banned for \(seconds) s")))
                     offence(peer)
+                    return
+                }
+                if let until = await supervisor.refusedUntil(peer.overlay) {
+                    // An operator disconnected it a moment ago: not back before the pause ends.
+                    let seconds = (until - context.clock.wallMs()) / 1000 + 1
+                    try? await outbound.write(.goodbye(Goodbye(reason: .banned, message: "disconnected by the operator; refused for \(seconds) s")))
                     return
                 }
                 let session = PeerSession(peer: peer, context: context, supervisor: supervisor, outbound: outbound,

@@ -102,6 +102,13 @@ struct TopologyAPITests {
                             return !peers.contains { $0.overlay == c.overlay.hex }
                         }
                         #expect(await a.peers().contains { $0.overlay == b.overlay.hex }, "B stays connected")
+                        // Disconnected by the operator: a second DELETE finds nothing to end,
+                        // and C (which knows A and redials after a second) stays away.
+                        let second = try await client.execute(uri: "/peers/\(c.overlay.hex)", method: .delete)
+                        #expect(second.status == .notFound)
+                        try await Task.sleep(for: .seconds(3))
+                        let peers = try decode([PeerStatus].self, try await client.get("/peers"))
+                        #expect(!peers.contains { $0.overlay == c.overlay.hex }, "C came back after the operator disconnected it")
                     }
                 }
             }

@@ -19,6 +19,9 @@ actor Supervisor {
         var intervalMs: UInt64 = 1_000
         /// A newly connected peer is asked for this many peers.
         var hiveAskLimit = UInt16(ProtocolLimits.hivePeersMax)
+        /// A peer an operator disconnected is neither dialled, nor admitted when it dials us,
+        /// nor passed on in hive answers, for this long.
+        var operatorDisconnectMs: UInt64 = 10 * 60_000
     }
 
     /// Connects to "host:port" and proves the peer; throws when it cannot.
@@ -41,6 +44,10 @@ actor Supervisor {
     /// How often `run` looks for queued work between reviews.
     private static let pollMs: UInt64 = 50
     private var stopped = false
+    /// Peers an operator asked to disconnect whose sessions have not ended yet.
+    private var disconnecting = Set<OverlayAddress>()
+    /// Peers an operator disconnected, refused until the given wall time (not persisted).
+    private var operatorRefused: [OverlayAddress: UInt64] = [:]
 
     init(context: NodeContext, limits: Limits = Limits(), seed: UInt64) {
         self.context = context
@@ -184,6 +191,7 @@ actor Supervisor {
         let overlay = session.peer.overlay
         guard sessions[overlay] === session else { return }
         sessions[overlay] = nil
+        disconnecting.remove(overlay)
         topology.disconnected(overlay, nowMs: context.clock.wallMs())
         if let bannedUntilMs { topology.banned(overlay, untilMs: bannedUntilMs) }
         reconcile()
@@ -202,11 +210,30 @@ actor Supervisor {
         }
     }
 
-    /// Disconnects a peer (an operator's request); it is not dialled again before its back-off.
+    /// Disconnects a peer (an operator's request); false when it is not connected (or is
+    /// being disconnected already). It is not dialled again for `operatorDisconnectMs`.
     func disconnect(_ overlay: OverlayAddress) -> Bool {
-        guard let session = sessions[overlay] else { return false }
+        guard let session = sessions[overlay], !disconnecting.contains(overlay) else { return false }
+        disconnecting.insert(overlay)
+        let now = context.clock.wallMs()
+        let until = now + limits.operatorDisconnectMs
+        topology.banned(overlay, untilMs: max(topology.peer(overlay)?.banUntilMs ?? 0, until))
+        operatorRefused[overlay] = until
+        operatorRefused = operatorRefused.filter { $0.value > now }
+        var batch = StoreBatch()
+        batch.journal = [JournalLine("disconnect", ["peer": JournalLine.peerToken(overlay), "reason": "operator"]).text]
+        context.writer.submit(batch) { _ in }
         Task { await session.goodbye(.shutdown, "disconnected by the operator") }
         return true
+    }
+
+    /// Until when (wall ms) a peer an operator disconnected is refused, if it still is.
+    func refusedUntil(_ overlay: OverlayAddress) -> UInt64? {
+        guard let until = operatorRefused[overlay], until > context.clock.wallMs() else {
+            operatorRefused[overlay] = nil
+            return nil
+        }
+        return until
     }
 
     // MARK: Status
@@ -236,6 +263,10 @@ public struct TopologyStatus: Sendable, Equatable, Codable {
         /// The peer's bins this node syncs.
         public var subscribedBins: [Int]
         public var outbound: Bool
+
+        public init(overlay: String, po: Int, subscribedBins: [Int], outbound: Bool) {
+            (self.overlay, self.po, self.subscribedBins, self.outbound) = (overlay, po, subscribedBins, outbound)
+        }
     }
 
     public var depth: Int
@@ -245,4 +276,9 @@ public struct TopologyStatus: Sendable, Equatable, Codable {
     public var dialling: Int
     public var bins: [BinSummary]
     public var peers: [Peer]
+
+    public init(depth: Int, radius: Int, connected: Int, known: Int, dialling: Int, bins: [BinSummary], peers: [Peer]) {
+        (self.depth, self.radius, self.connected, self.known, self.dialling) = (depth, radius, connected, known, dialling)
+        (self.bins, self.peers) = (bins, peers)
+    }
 }
