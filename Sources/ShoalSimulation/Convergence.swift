@@ -86,7 +86,7 @@ extension Simulator {
     private func sealedButMissing(_ node: SimNode, examplesMax: Int) -> [String] {
         var out: [String] = []
         for peer in node.store.intervals.keys.sorted() {
-            guard let p = nodes.firstIndex(where: { $0.overlay == peer }) else { continue }
+            guard let p = index(of: peer) else { continue }
             let peerStore = nodes[p].store
             for (bin, record) in node.store.intervals(of: peer).sorted(by: { $0.key < $1.key }) where record.epoch == peerStore.epoch {
                 for range in record.set.ranges {

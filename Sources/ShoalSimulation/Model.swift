@@ -14,17 +14,20 @@ extension Message {
 }
 
 /// One end of a connection: the machine syncing from the peer (and serving it), the peer's
-/// hive traffic, and when the next tick is due.
-struct Side {
+/// hive traffic, and when the next tick is due. A class: the machine is large, and events
+/// mutate it in place rather than copying it out of the connection table and back.
+final class Side {
     var sync: PeerSync
     var hive = HiveMachine()
     /// The time of the tick event scheduled for this side, if one is.
     var tickAt: UInt64?
+
+    init(sync: PeerSync) { self.sync = sync }
 }
 
 /// A TCP connection between two nodes: in-order delivery each way, one latency, optionally a
 /// bandwidth. `nodes[0]` dialled `nodes[1]`; `sides[k]` is node `nodes[k]`'s end.
-struct Connection {
+final class Connection {
     let id: Int
     let nodes: (Int, Int)
     let latencyMs: UInt64
@@ -34,6 +37,10 @@ struct Connection {
     /// message arrives (order).
     var linkFreeAt: [UInt64] = [0, 0]
     var lastArrival: [UInt64] = [0, 0]
+
+    init(id: Int, nodes: (Int, Int), latencyMs: UInt64, sides: [Side]) {
+        (self.id, self.nodes, self.latencyMs, self.sides) = (id, nodes, latencyMs, sides)
+    }
 
     func node(_ k: Int) -> Int { k == 0 ? nodes.0 : nodes.1 }
 }

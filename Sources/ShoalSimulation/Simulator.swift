@@ -162,6 +162,7 @@ public final class Simulator {
         case .partitionStart(let i): partition(i, starts: true)
         case .partitionEnd(let i): partition(i, starts: false)
         case .check:
+            if config.checkInvariants { for node in nodes { node.store.checkInvariants() } }
             if convergenceFailures(examplesMax: 1).isEmpty {
                 finished = true
             } else {
@@ -206,7 +207,9 @@ public final class Simulator {
         guard nodes[from].alive && nodes[from].incarnation == incarnation else { return }
         let target = nodes[to].overlay
         if nodes[from].sessions[target] != nil { return }  // it dialled us meanwhile
-        guard nodes[to].alive && nodes[from].partitionMask == nodes[to].partitionMask && from != to else {
+        // A node refuses a peer it banned (`Node.serve`), and a partition cuts the link.
+        let banned = nodes[to].topology.peer(nodes[from].overlay)?.isBanned(nowMs: now) ?? false
+        guard nodes[to].alive && nodes[from].partitionMask == nodes[to].partitionMask && from != to && !banned else {
             counters.dialsFailed += 1
             nodes[from].topology.dialFailed(target, nowMs: now)
             return
@@ -371,6 +374,8 @@ public final class Simulator {
         let range = config.latencyMs
         return range.lowerBound + g.next() % (range.upperBound - range.lowerBound + 1)
     }
+
+    func index(of overlay: OverlayAddress) -> Int? { nodeByOverlay[overlay] }
 
     private func side(of n: Int, in c: Int) -> Int { connections[c].nodes.0 == n ? 0 : 1 }
 
@@ -557,7 +562,6 @@ public final class Simulator {
                 break
             }
         }
-        if config.checkInvariants { nodes[n].store.checkInvariants() }
         for (c, k, persist, sealed, duplicates) in done where connections[c].open {
             let actions = connections[c].sides[k].sync.batchCommitted(persist, sealed: sealed, duplicates: duplicates, now: now)
             perform(actions, connection: c, side: k)
