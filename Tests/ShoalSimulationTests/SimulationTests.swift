@@ -43,12 +43,13 @@ import Testing
     }
 
     @Test func theSameSeedGivesTheSameRun() {
-        let config = Self.small(seed: 15) { $0.resetsPerMinute = 3; $0.crashes = 1 }
+        // Stopped at 30 s, converged or not: the digest of any state must repeat.
+        let config = Self.small(seed: 15) { $0.resetsPerMinute = 3; $0.crashes = 1; $0.maxSimSeconds = 30 }
         let first = Simulator(config).run()
         let second = Simulator(config).run()
         #expect(first.digest == second.digest)
         #expect(first.simMs == second.simMs && first.counters == second.counters)
-        let other = Simulator(Self.small(seed: 16) { $0.resetsPerMinute = 3; $0.crashes = 1 }).run()
+        let other = Simulator(Self.small(seed: 16) { $0.resetsPerMinute = 3; $0.crashes = 1; $0.maxSimSeconds = 30 }).run()
         #expect(other.digest != first.digest)
     }
 
