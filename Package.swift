@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ShoalNode", targets: ["ShoalNode"]),
         .library(name: "ShoalErasure", targets: ["ShoalErasure"]),
         .library(name: "ShoalFiles", targets: ["ShoalFiles"]),
+        .library(name: "ShoalSimulation", targets: ["ShoalSimulation"]),
         .executable(name: "shoal", targets: ["shoal"]),
         .executable(name: "lmdb-inspect", targets: ["lmdb-inspect"]),
         .executable(name: "shoal-bench", targets: ["shoal-bench"]),
@@ -57,6 +58,8 @@ let package = Package(
         .target(name: "ShoalErasure", dependencies: ["CISAL", "Locking"]),
         // Pure: files as chunk trees (split, read, seek, parity). No I/O.
         .target(name: "ShoalFiles", dependencies: ["ShoalCore", "ShoalErasure"]),
+        // Pure: many nodes' machines on a virtual clock, a seeded network and in-memory stores.
+        .target(name: "ShoalSimulation", dependencies: ["ShoalCore"]),
         // Frames and messages: byte-exact encode/decode (NIOCore only).
         .target(
             name: "ShoalWire",
@@ -121,6 +124,7 @@ let package = Package(
             name: "shoal-bench",
             dependencies: [
                 "ShoalStore", "LMDB", "ShoalCore", "ShoalNode", "ShoalWire", "Locking", "ShoalErasure", "ShoalFiles",
+                "ShoalSimulation",
                 // The files bench's SHA-256 floor.
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -163,6 +167,7 @@ let package = Package(
         .testTarget(name: "ShoalCoreTests", dependencies: ["ShoalCore"]),
         .testTarget(name: "ShoalErasureTests", dependencies: ["ShoalErasure", "ShoalCore"]),
         .testTarget(name: "ShoalFilesTests", dependencies: ["ShoalFiles", "ShoalCore", "ShoalTestSupport"]),
+        .testTarget(name: "ShoalSimulationTests", dependencies: ["ShoalSimulation", "ShoalCore"]),
         .testTarget(name: "ShoalStoreTests", dependencies: ["ShoalStore", "LMDB", "ShoalCore", "Locking", "ShoalTestSupport"]),
         .testTarget(
             name: "ShoalAPITests",
