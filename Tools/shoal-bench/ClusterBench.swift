@@ -242,13 +242,21 @@ struct ClusterRun {
             Output.note("not converged: nodes still down \(restartsDue.keys.sorted()) or a store unreadable")
         }
         pollAll()
+        // What each node holds now, beside its neighbourhood: after the stop would count what it
+        // synced while the network went down.
+        if let coverage {
+            outcome.held = coverage.held
+            outcome.beyond = coverage.beyond
+        }
+        outcome.diskBytes = members.map(\.storeDiskBytes)
         outcome.duplicates = members.reduce(0) { $0 + $1.duplicates }
         outcome.received = members.reduce(0) { $0 + $1.received }
         outcome.depths = depths
 
-        // Stop, verify, and look at the stores once more, closed.
+        // Stop, verify, and look at the stores once more, closed: nothing may have gone.
+        for member in members { member.beginStop() }
         for member in members {
-            if let ended = member.stop(), ended != .exited(0) {
+            if let ended = member.waitStopped(), ended != .exited(0) {
                 outcome.uncleanStops += 1
                 Output.note("node \(member.index) stopped with \(ended)")
             }
@@ -259,16 +267,14 @@ struct ClusterRun {
                 Output.note("after the stop: " + final.describeGaps(members, depths: depths, uploadedTo: uploadedTo))
                 outcome.converged = false
             }
-            outcome.held = final.held
-            outcome.beyond = final.beyond
-            for member in members {
-                Output.note("node \(member.index) \(member.overlayPrefix)… depth \(depths[member.index]) peers \(member.peers) "
-                            + "holds \(final.held[member.index]) (\(final.beyond[member.index]) beyond its neighbourhood), "
-                            + "missing \(final.missing[member.index]), lives \(member.starts), \(member.storeDiskBytes) bytes on disk")
+            for member in members where outcome.held.indices.contains(member.index) {
+                let i = member.index
+                Output.note("node \(i) \(member.overlayPrefix)… depth \(depths[i]) peers \(member.peers) holds \(outcome.held[i]) "
+                            + "(\(outcome.beyond[i]) beyond its neighbourhood, \(final.held[i]) after the stop), "
+                            + "missing \(final.missing[i]), lives \(member.starts), \(outcome.diskBytes[i]) bytes on disk")
             }
         }
         for member in members { member.closeReader() }
-        outcome.diskBytes = members.map(\.storeDiskBytes)
         outcome.seconds = monotonicSeconds() - started
         return outcome
     }

@@ -84,11 +84,17 @@ final class ClusterMember {
         receivedNow = 0
     }
 
-    /// SIGTERM and a bounded wait; nil when it was not running.
-    func stop() -> ChildProcess.Termination? {
+    /// SIGTERM without waiting: all nodes are told at once, so that none syncs from the others
+    /// while they leave one by one (its depth falling as its peers go).
+    func beginStop() {
         closeReader()
+        process?.child.signal(SIGTERM)
+    }
+
+    /// Waits (bounded) for the exit `beginStop` asked for; nil when it was not running.
+    func waitStopped(timeout: Double = 30) -> ChildProcess.Termination? {
         defer { process = nil }
-        return process?.stop()
+        return process?.child.wait(until: monotonicSeconds() + timeout).termination
     }
 
     /// Reads `/status`: depth, peers and the delivery counters. False when it did not answer.
