@@ -120,8 +120,8 @@ struct SlowLink: ParsableCommand {
         let dirB = scratch + "/b-\(Int(mbit))mbit"
         Files.removeTree(dirB)
         let tag = "\(Int(mbit))mbit"
-        let a = try NodeProcess.start("A", shoal: shoal, dataDirectory: dirA, peers: [], listen: "127.0.0.1:\(plain.port)",
-                                      logPath: scratch + "/a-\(tag).log", logLevel: logLevel)
+        let a = try NodeProcess.start("A", shoal: shoal, dataDirectory: dirA, peers: [],
+                                      logPath: scratch + "/a-\(tag).log", logLevel: logLevel, listen: "127.0.0.1:\(plain.port)")
         CleanupOnSignal.shared.watch(a.child.pid)
         defer { if a.child.termination == nil { a.kill() }; CleanupOnSignal.shared.forget(a.child.pid) }
         let overlayA = try a.getJSON("/status")["overlay"] as? String ?? ""

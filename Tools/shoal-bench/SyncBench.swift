@@ -19,12 +19,14 @@ struct NodeProcess {
     /// Starts `shoal start` on 127.0.0.1 (peer port `listen`, by default one the kernel picks;
     /// `extra` arguments) and waits (bounded) for its ready line. With `logPath`, its stderr is appended to that file rather than piped: a node
     /// that logs every refused connection must not block on a pipe, and the log's size is
-    /// itself a figure (the flood).
+    /// itself a figure (the flood). `listen` and `api` default to free ports; a node restarted
+    /// where its peers know it passes the ports it had.
     static func start(
-        _ name: String, shoal: String, dataDirectory: String, peers: [String], listen: String = "127.0.0.1:0",
-        extra: [String] = [], logPath: String? = nil, logLevel: String = "warning", timeout: Double = 60
+        _ name: String, shoal: String, dataDirectory: String, peers: [String], extra: [String] = [],
+        logPath: String? = nil, logLevel: String = "warning", timeout: Double = 60,
+        listen: String = "127.0.0.1:0", api: String = "127.0.0.1:0"
     ) throws -> NodeProcess {
-        var arguments = ["start", "--data-dir", dataDirectory, "--listen", listen, "--api", "127.0.0.1:0",
+        var arguments = ["start", "--data-dir", dataDirectory, "--listen", listen, "--api", api,
                          "--network-id", "7", "--log-level", logLevel]
         for peer in peers { arguments += ["--peer", peer] }
         arguments += extra

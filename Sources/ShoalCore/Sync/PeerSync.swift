@@ -420,7 +420,9 @@ public struct PeerSync: Sendable {
 
     /// The earliest time `tick` has work, if any (the shell may tick more often).
     public var nextDeadline: UInt64? {
-        var deadlines: [UInt64] = [lastHeardMs + limits.pingIntervalMs, sampleStartMs + limits.rateSampleMs]
+        var deadlines: [UInt64] = [lastHeardMs + limits.pingIntervalMs]
+        // The rate is sampled only while there is history to ask for: an idle peer needs no tick for it.
+        if !historyActive.isEmpty || hasHistoryWaiting { deadlines.append(sampleStartMs + limits.rateSampleMs) }
         if let d = server.nextDeadline { deadlines.append(d) }
         for stream in streams.values { if let d = stream.nextDeadline { deadlines.append(d) } }
         if let first = deliveryQueue.first { deadlines.append(serveToppedUpMs + serveWaitMs(first.addresses.count)) }

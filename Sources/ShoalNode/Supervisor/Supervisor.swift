@@ -46,6 +46,12 @@ actor Supervisor {
     private var stopped = false
     /// Peers an operator asked to disconnect whose sessions have not ended yet.
     private var disconnecting = Set<OverlayAddress>()
+    /// When each session started, and how many sessions in a row ended within
+    /// `shortSessionMs` (a peer that refuses us right after the handshake, e.g. as banned):
+    /// each such end pushes the peer one more step along the dial back-off.
+    private var connectedAt: [OverlayAddress: UInt64] = [:]
+    private var shortSessions: [OverlayAddress: Int] = [:]
+    private static let shortSessionMs: UInt64 = 10_000
     /// Peers an operator disconnected, refused until the given wall time (not persisted).
     private var operatorRefused: [OverlayAddress: UInt64] = [:]
 
@@ -173,6 +179,7 @@ actor Supervisor {
         var addresses = peer.listenAddresses
         if peer.outbound && !addresses.contains(peer.remoteAddress) { addresses.insert(peer.remoteAddress, at: 0) }
         topology.connected(peer.overlay, addresses: addresses, nowMs: context.clock.wallMs())
+        connectedAt[peer.overlay] = context.clock.wallMs()
         session.radiusChanged(radius)
         reconcile()
         // Hive: ask the newcomer whom it knows, and tell our neighbours about it.
@@ -192,7 +199,16 @@ actor Supervisor {
         guard sessions[overlay] === session else { return }
         sessions[overlay] = nil
         disconnecting.remove(overlay)
-        topology.disconnected(overlay, nowMs: context.clock.wallMs())
+        let now = context.clock.wallMs()
+        topology.disconnected(overlay, nowMs: now)
+        if let started = connectedAt.removeValue(forKey: overlay), now - min(now, started) < Self.shortSessionMs {
+            if shortSessions.count > limits.topology.knownPeersMax { shortSessions = [:] }
+            let count = shortSessions[overlay, default: 0] + 1
+            shortSessions[overlay] = count
+            for _ in 0..<count { topology.dialFailed(overlay, nowMs: now) }
+        } else {
+            shortSessions[overlay] = nil
+        }
         if let bannedUntilMs { topology.banned(overlay, untilMs: bannedUntilMs) }
         reconcile()
     }
