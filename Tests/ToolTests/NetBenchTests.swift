@@ -1,6 +1,9 @@
 import Foundation
+import ShoalCore
 import ShoalTestSupport
 import Testing
+
+@testable import shoal_bench
 
 /// The network benchmarks run end to end against real `shoal start` processes and print
 /// RESULT lines that parse. Not timing tests: they check that the figures are there and sane.
@@ -17,7 +20,9 @@ import Testing
         #expect(peers["count"] == "8")
         #expect(peers["connected"] == "8")
         #expect(peers["connected_after_idle"] == "8")
+        #expect(peers["peers_after"] == "8")
         #expect(peers["dial_failures"] == "0")
+        #expect(peers["closed_by_node"] == "0")
         #expect(peers["faults"] == "0")
         let before = try #require(peers["rss_before_kib"].flatMap(Int.init))
         let after = try #require(peers["rss_after_kib"].flatMap(Int.init))
@@ -30,6 +35,26 @@ import Testing
         #expect((peers["stream_infos"].flatMap(Int.init) ?? 0) >= 8)
         #expect(peers["history_ranges"] == "0")
         #expect(peers["load1"].flatMap(Double.init) != nil)
+    }
+
+    /// The idle peers' identities sit in bins the node keeps: a topology with every client
+    /// connected prunes none of them, and 100 clients give the node depth 6.
+    @Test(arguments: [1, 4, 8, 19, 20, 36, 100, 101, 250])
+    func spreadPlacementIsNeverPruned(count: Int) {
+        let base = OverlayAddress(w0: 0x5A5A_5A5A_5A5A_5A5A, w1: 1, w2: 2, w3: 3)
+        var topology = Topology(base: base)
+        for (index, bin) in PeersBench.spreadBins(count: count, limits: topology.limits).enumerated() {
+            // Same bits as the base up to `bin`, the next one flipped; the low words tell clients apart.
+            let flip = UInt64(1) << (63 - UInt64(bin))
+            let prefix = (base.w0 & ~(flip &- 1 | flip)) | (~base.w0 & flip)
+            let overlay = OverlayAddress(w0: prefix | (base.w0 & (flip &- 1)), w1: UInt64(index), w2: 0, w3: 0)
+            #expect(topology.bin(of: overlay) == bin)
+            topology.connected(overlay, addresses: [], nowMs: 0)
+        }
+        topology.checkInvariants()
+        #expect(topology.connected.count == count)
+        #expect(topology.peersToPrune().isEmpty, "depth \(topology.depth), bins \(topology.binSummaries().map(\.connected))")
+        if count == 100 { #expect(topology.depth == 6) }
     }
 
     /// A short slow-link run prints its ceiling and its sync line, or, where tc cannot shape

@@ -15,16 +15,50 @@ import Glibc
 /// identity through the node's own `Transport`, completes the handshake and keeps them idle
 /// but alive (`IdlePeer`: an empty store's answers, pongs). The node's resident set is read
 /// from /proc before the first connection, once all are connected and settled, and after
-/// IDLE seconds more.
+/// IDLE seconds more; each per-peer figure divides by the peers the node counts at that reading.
+///
+/// The node prunes connected peers beyond `TopologyLimits.binPeersMax` in a bin below its
+/// depth, so random identities would see about half of 100 clients sent away. By default
+/// (`--placement spread`) each client's identity is drawn until its overlay falls in a bin of
+/// the node's that keeps it: bins 0, 1, 2… of the node's overlay take `binPeersMax` clients
+/// each, and the rest (at least `neighbourhoodMin`, or all when there are fewer) share the next
+/// bin, which then holds the node's neighbourhood (depth = that bin). No bin below depth then
+/// holds more than the node keeps, so no client is pruned.
 struct PeersBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peers",
-        abstract: "Resident memory of a node per idle connected peer, with COUNT real peer connections.")
+        abstract: "Resident memory of a node per idle connected peer, with COUNT real peer connections.",
+        discussion: """
+            Each per-peer figure divides the growth of the node's resident set since the first \
+            reading by the peers the node counts (its /status) at that reading: per_peer_kib once \
+            all are connected and settled (peers_after), per_peer_idle_kib after the idle spell \
+            (connected_after_idle).
+
+            --placement spread (the default) gives the clients identities in bins of the node's \
+            overlay that it keeps: bins 0, 1, 2… take \(TopologyLimits().binPeersMax) clients each (the \
+            node's binPeersMax) and the rest share the next bin, the node's neighbourhood, so no \
+            client is pruned. With 100 clients: 16 in each of bins 0–5, 4 in bin 6, depth 6. \
+            Drawing an identity in bin b takes about 2^(b+1) key pairs; the deepest bin used is \
+            \(PeersBench.spreadDeepestBin). --placement random gives fresh random identities (a \
+            real network's shape): with more than about 40 clients the node prunes some \
+            (closed_by_node), and the per-peer figures count only those it kept.
+            """)
+
+    /// How the clients' identities are chosen.
+    enum Placement: String, ExpressibleByArgument, CaseIterable {
+        case spread
+        case random
+    }
+
+    /// The deepest bin `--placement spread` fills (about 2^(b+1) key pairs per client there).
+    static let spreadDeepestBin = 6
 
     @Option(help: "Peer connections to open.") var count: Int = 100
     @Option(help: "Seconds the connected peers stay idle before the last reading.") var idleSeconds: Double = 10
     @Option(help: "Seconds after the last connection before the 'after' reading (subscriptions settle).") var settleSeconds: Double = 3
     @Option(help: "Dials in flight at once.") var dialsInFlight: Int = 8
+    @Option(help: "Client identities: spread (in bins the node keeps: none pruned) or random.")
+    var placement: Placement = .spread
     @Option(help: "Milliseconds an idle peer holds a live range request before its empty offer (a node's sync server: 2,000).")
     var liveIdleMs: Int = 2_000
     @Option(help: "Give up connecting after this many seconds.") var connectSecondsMax: Double = 120
@@ -55,13 +89,21 @@ struct PeersBench: AsyncParsableCommand {
         let pid = node.child.pid, api = node.apiPort
         CleanupOnSignal.shared.watch(pid)
         defer { if node.child.termination == nil { node.kill() }; CleanupOnSignal.shared.forget(pid) }
+        let hex = await onThread { (try? HTTP.getJSONObject(port: api, path: "/status"))?["overlay"] as? String }
+        guard let hex, let base = OverlayAddress(hex: hex) else {
+            throw BenchError("the node's /status shows no overlay")
+        }
+        let count = self.count, placement = self.placement
+        let identities = await onThread { Self.identities(count: count, placement: placement, base: base) }
         try? await Task.sleep(for: .seconds(1))
         let before = MemoryReading(pid: pid)
         let cpuBefore = node.usage().cpuSeconds
 
         let stop = IdlePeer.Stop()
         let port = node.listenPort
-        let clients = Task { await Self.connectAll(count: count, port: port, dialsInFlight: dialsInFlight, liveIdleMs: liveIdleMs, stop: stop) }
+        let clients = Task {
+            await Self.connectAll(identities: identities, port: port, dialsInFlight: dialsInFlight, liveIdleMs: liveIdleMs, stop: stop)
+        }
         defer { stop.request() }
         // Connected means the node counts them as peers (its sessions run).
         let connectDeadline = monotonicSeconds() + connectSecondsMax
@@ -76,10 +118,14 @@ struct PeersBench: AsyncParsableCommand {
         try? await Task.sleep(for: .seconds(settleSeconds))
         let after = MemoryReading(pid: pid)
         let cpuAfter = node.usage().cpuSeconds
+        let peersAfter = await onThread { (try? HTTP.getJSONObject(port: api, path: "/status"))?["peers"] as? Int ?? -1 }
         try? await Task.sleep(for: .seconds(idleSeconds))
         let idle = MemoryReading(pid: pid)
         let cpuIdle = node.usage().cpuSeconds
-        let peersAfterIdle = await onThread { (try? HTTP.getJSONObject(port: api, path: "/status"))?["peers"] as? Int ?? -1 }
+        let (peersAfterIdle, depth) = await onThread { () -> (Int, Int) in
+            let status = try? HTTP.getJSONObject(port: api, path: "/status")
+            return (status?["peers"] as? Int ?? -1, status?["depth"] as? Int ?? -1)
+        }
         let faults = await onThread {
             ((try? HTTP.getJSONArray(port: api, path: "/peers")) ?? []).reduce(0) { $0 + ($1["faults"] as? Int ?? 0) }
         }
@@ -89,15 +135,19 @@ struct PeersBench: AsyncParsableCommand {
 
         var line = ResultLine("peers")
         line.add("count", count)
+        line.add("placement", placement.rawValue)
+        line.add("depth", depth)
         line.add("connected", peers)
+        line.add("peers_after", peersAfter)
         line.add("connected_after_idle", peersAfterIdle)
         line.add("dial_failures", outcome.dialFailures)
         line.add("closed_by_node", outcome.closedByNode)
         line.add("rss_before_kib", before.rssKiB)
         line.add("rss_after_kib", after.rssKiB)
         line.add("rss_idle_kib", idle.rssKiB)
-        line.add("per_peer_kib", Double(after.rssKiB - before.rssKiB) / Double(count))
-        line.add("per_peer_idle_kib", Double(idle.rssKiB - before.rssKiB) / Double(count))
+        // Over the peers alive at each reading: a pruned client costs nothing once it is gone.
+        line.add("per_peer_kib", Double(after.rssKiB - before.rssKiB) / Double(max(peersAfter, 1)))
+        line.add("per_peer_idle_kib", Double(idle.rssKiB - before.rssKiB) / Double(max(peersAfterIdle, 1)))
         line.add("hwm_kib", idle.hwmKiB)
         line.add("threads", idle.threads)
         line.add("connect_s", connectSeconds)
@@ -123,9 +173,34 @@ struct PeersBench: AsyncParsableCommand {
         var closedByNode = 0
     }
 
-    /// Dials `count` peers (`dialsInFlight` handshakes at a time), each with a fresh identity,
-    /// and serves each until `stop`.
-    static func connectAll(count: Int, port: Int, dialsInFlight: Int, liveIdleMs: Int, stop: IdlePeer.Stop) async -> Outcome {
+    /// The clients' identities, `placement` as the type's comment says.
+    static func identities(count: Int, placement: Placement, base: OverlayAddress) -> [NodeIdentity] {
+        switch placement {
+        case .random:
+            return (0..<count).map { _ in NodeIdentity.generate(networkID: 7) }
+        case .spread:
+            return spreadBins(count: count, limits: TopologyLimits()).map { bin in
+                while true {
+                    let identity = NodeIdentity.generate(networkID: 7)
+                    if Proximity.bin(of: identity.overlay, relativeTo: base) == bin { return identity }
+                }
+            }
+        }
+    }
+
+    /// The node's bin for each of `count` clients so that the node prunes none: bins 0, 1, 2…
+    /// take `binPeersMax` each, the rest share the next bin (at most `spreadDeepestBin`). With
+    /// at least `neighbourhoodMin` clients in that last bin, it is the node's depth; with fewer,
+    /// the depth is one bin shallower and those clients are neighbours too. Either way every
+    /// bin below depth holds at most `binPeersMax` clients.
+    static func spreadBins(count: Int, limits: TopologyLimits) -> [Int] {
+        let full = min(max(0, count - limits.neighbourhoodMin) / limits.binPeersMax, spreadDeepestBin)
+        return (0..<count).map { min($0 / limits.binPeersMax, full) }
+    }
+
+    /// Dials a peer per identity (`dialsInFlight` handshakes at a time) and serves each until `stop`.
+    static func connectAll(identities: [NodeIdentity], port: Int, dialsInFlight: Int, liveIdleMs: Int, stop: IdlePeer.Stop) async -> Outcome {
+        let count = identities.count
         let quiet = Logger(label: "shoal-bench.peers") { _ in SwiftLogNoOpLogHandler() }
         enum Step: Sendable {
             case dialled(EstablishedConnection?)
@@ -136,9 +211,9 @@ struct PeersBench: AsyncParsableCommand {
             var started = 0
             func dialNext() {
                 guard started < count, !stop.requested else { return }
+                let identity = identities[started]
                 started += 1
                 group.addTask {
-                    let identity = NodeIdentity.generate(networkID: 7)
                     let transport = Transport(configuration: TransportConfiguration(identity: identity, epoch: IdlePeer.epoch),
                                               group: MultiThreadedEventLoopGroup.singleton, logger: quiet)
                     return .dialled(try? await transport.dial(host: "127.0.0.1", port: port))
