@@ -33,8 +33,12 @@ struct NodeHiveTests {
             #expect(peer.po == Proximity.bin(of: overlay, relativeTo: b.node.overlay))
         }
         // The supervisor journalled why each bin is synced.
-        let journal = try b.node.store.read { try $0.journal() }.map(\.entry.text)
-        #expect(journal.contains { $0.hasPrefix("event=subscribe peer=\(String(c.node.overlay.hex.prefix(16)))") })
+        // (The journal line is committed by the writer after the table changed: wait for it.)
+        let subscribed = "event=subscribe peer=\(String(c.node.overlay.hex.prefix(16)))"
+        let journalled = try await eventually(timeout: .seconds(10)) {
+            try b.node.store.read { try $0.journal() }.map(\.entry.text).contains { $0.hasPrefix(subscribed) }
+        }
+        #expect(journalled)
         await c.stop()
         await b.stop()
         await a.stop()
@@ -45,10 +49,7 @@ struct NodeHiveTests {
         let a = try RunningNode(name: "a")
         let addressA = try await a.start()
         let port = try #require(Int(addressA.split(separator: ":").last!))
-        let configuration = TransportConfiguration(identity: seededIdentity(seed: 91, networkID: a.node.configuration.networkID), epoch: 1)
-        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
-                              logger: RunningNode.logger("rogue"))
-        let connection = try await rogue.dial(host: "127.0.0.1", port: port)
+        let (configuration, connection) = try await a.dialAsRogue(seed: 91, port: port)
         var rng = SplitMix64(seed: 5)
         func randomOverlay() -> OverlayAddress { OverlayAddress(bytes: rng.bytes(32))! }
         // 40 messages of 30 entries: valid ones (1,200, far over the 128 a minute accepted),

@@ -110,10 +110,7 @@ struct NodePeerRecordTests {
         let a = try RunningNode(name: "a")
         let addressA = try await a.start()
         let port = try #require(Int(addressA.split(separator: ":").last!))
-        let configuration = TransportConfiguration(identity: seededIdentity(seed: 78, networkID: a.node.configuration.networkID), epoch: 1)
-        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
-                              logger: RunningNode.logger("rogue"))
-        let connection = try await rogue.dial(host: "127.0.0.1", port: port)
+        let (configuration, connection) = try await a.dialAsRogue(seed: 78, port: port)
         try await connection.channel.executeThenClose { inbound, _ in
             // A length field far over the frame limit, written beneath our own encoder.
             let channel = connection.channel.channel
@@ -136,10 +133,7 @@ struct NodePeerRecordTests {
         let a = try RunningNode(name: "a")
         let addressA = try await a.start()
         let port = try #require(Int(addressA.split(separator: ":").last!))
-        let configuration = TransportConfiguration(identity: seededIdentity(seed: 79, networkID: a.node.configuration.networkID), epoch: 1)
-        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
-                              logger: RunningNode.logger("rogue"))
-        let connection = try await rogue.dial(host: "127.0.0.1", port: port)
+        let (configuration, connection) = try await a.dialAsRogue(seed: 79, port: port)
         // Each ping on its own is fine; 20,000 at once are more than any peer needs.
         let goodbye = try await connection.channel.executeThenClose { inbound, outbound -> Goodbye? in
             try? await outbound.write(contentsOf: (0..<20_000).map { Message.ping(nonce: UInt64($0)) })
@@ -163,10 +157,7 @@ struct NodePeerRecordTests {
         let a = try RunningNode(name: "a")
         let addressA = try await a.start()
         let port = try #require(Int(addressA.split(separator: ":").last!))
-        let configuration = TransportConfiguration(identity: seededIdentity(seed: 80, networkID: a.node.configuration.networkID), epoch: 1)
-        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
-                              logger: RunningNode.logger("rogue"))
-        let connection = try await rogue.dial(host: "127.0.0.1", port: port)
+        let (_, connection) = try await a.dialAsRogue(seed: 80, port: port)
         // Fewer than the request budget, but each one reads every cursor of the store.
         let goodbye = try await connection.channel.executeThenClose { inbound, outbound -> Goodbye? in
             let all = StreamInfoRequest(bins: (0..<UInt8(Proximity.binCount)).map { $0 })

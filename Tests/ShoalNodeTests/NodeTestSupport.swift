@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOPosix
 import ShoalCore
 import ShoalNode
 import ShoalStore
@@ -66,5 +67,14 @@ final class RunningNode: @unchecked Sendable {
         configure(&configuration)
         node = try Node(configuration: configuration, logger: RunningNode.logger("restarted"))
         return try await start()
+    }
+
+    /// A peer of this node's network with a seeded identity, dialled in to `port` through its
+    /// own transport: what a test plays a misbehaving peer with.
+    func dialAsRogue(seed: UInt64, port: Int) async throws -> (TransportConfiguration, EstablishedConnection) {
+        let configuration = TransportConfiguration(identity: seededIdentity(seed: seed, networkID: node.configuration.networkID), epoch: 1)
+        let rogue = Transport(configuration: configuration, group: MultiThreadedEventLoopGroup.singleton,
+                              logger: RunningNode.logger("rogue"))
+        return (configuration, try await rogue.dial(host: "127.0.0.1", port: port))
     }
 }

@@ -53,6 +53,9 @@ enum Tools {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         if process.isRunning {
+            // The tool's own children (the node processes a bench started) go first: killed
+            // with the tool, they would outlive it, and hold its pipes open.
+            for child in descendants(of: process.processIdentifier) { kill(child, SIGKILL) }
             process.terminate()
             kill(process.processIdentifier, SIGKILL)
         }
@@ -62,4 +65,25 @@ enum Tools {
                       stdout: String(decoding: outData, as: UTF8.self),
                       stderr: String(decoding: errData, as: UTF8.self))
     }
+}
+
+/// Every process below `pid` (children, their children…), read from /proc.
+func descendants(of pid: Int32) -> [Int32] {
+    var parents: [Int32: [Int32]] = [:]
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let child = Int32(entry),
+              let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { continue }
+        // "pid (comm) state ppid …": the parent is the second field after the command name.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 1, let parent = Int32(fields[1]) { parents[parent, default: []].append(child) }
+    }
+    var out: [Int32] = []
+    var queue = [pid]
+    while let next = queue.popLast() {
+        let children = parents[next] ?? []
+        out += children
+        queue += children
+    }
+    return out
 }

@@ -52,8 +52,9 @@ actor PeerSession {
     private struct Mailbox {
         /// Our bins that grew, with their newest cursor.
         var grown: [UInt8: UInt64] = [:]
-        /// Subscription changes, in the order they were asked for.
-        var changes: [Change] = []
+        /// Subscription changes not yet applied, the last word per bin (true: subscribe), so
+        /// a session stuck on a full socket holds at most 32 whatever the supervisor decides.
+        var bins: [UInt8: Bool] = [:]
         var radius: Int?
         /// Messages to send (hive), at most `outgoingMax`; beyond it they are dropped.
         var outgoing: [Message] = []
@@ -98,7 +99,12 @@ actor PeerSession {
 
     /// Start or stop syncing bins of this peer (the supervisor's decisions).
     nonisolated func change(_ change: Change) {
-        mailbox.withLock { $0.changes.append(change) }
+        mailbox.withLock { box in
+            switch change {
+            case .subscribe(let bins): for bin in bins { box.bins[bin] = true }
+            case .cancel(let bins): for bin in bins { box.bins[bin] = false }
+            }
+        }
         wake.yield()
     }
 
@@ -121,12 +127,9 @@ actor PeerSession {
             return box
         }
         if let radius = box.radius { machine.radiusChanged(radius) }
-        for change in box.changes {
-            switch change {
-            case .subscribe(let bins): await perform(machine.subscribe(bins, now: now))
-            case .cancel(let bins): await perform(machine.cancel(bins, now: now))
-            }
-        }
+        let cancels = box.bins.filter { !$0.value }.keys.sorted(), subscribes = box.bins.filter(\.value).keys.sorted()
+        if !cancels.isEmpty { await perform(machine.cancel(cancels, now: now)) }
+        if !subscribes.isEmpty { await perform(machine.subscribe(subscribes, now: now)) }
         await send(box.outgoing)
         if !box.grown.isEmpty {
             let cursors = box.grown.sorted { $0.key < $1.key }.map { (bin: $0.key, cursor: $0.value) }
@@ -385,16 +388,7 @@ actor PeerSession {
         }
         let present = chunks.compactMap { $0 }.map { DeliveredChunk(span: $0.span, payload: $0.payload) }
         context.chunksServed.add(present.count, ordering: .relaxed)
-        var messages: [Message] = []
-        let frame = ProtocolLimits.deliveryChunksMax
-        for start in stride(from: 0, to: present.count, by: frame) {
-            messages.append(.chunkDelivery(ChunkDelivery(ruid: ruid, chunks: Array(present[start..<min(start + frame, present.count)]))))
-        }
-        if present.count < addresses.count {
-            messages.append(.streamError(StreamError(ruid: ruid, code: .rangeEvicted,
-                                                     message: "\(addresses.count - present.count) offered chunks are no longer stored")))
-        }
-        return messages
+        return ChunkDelivery.frames(ruid: ruid, present: present, wanted: addresses.count)
     }
 
     // MARK: The peer's record
