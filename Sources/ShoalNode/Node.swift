@@ -218,10 +218,8 @@ public final class Node: Service, Sendable {
                     offence(peer)
                     return
                 }
-                if let until = await supervisor.refusedUntil(peer.overlay) {
-                    // An operator disconnected it a moment ago: not back before the pause ends.
-                    let seconds = (until - context.clock.wallMs()) / 1000 + 1
-                    try? await outbound.write(.goodbye(Goodbye(reason: .banned, message: "disconnected by the operator; refused for \(seconds) s")))
+                if let goodbye = await supervisor.refusal(of: peer) {
+                    try? await outbound.write(.goodbye(goodbye))
                     return
                 }
                 let session = PeerSession(peer: peer, context: context, supervisor: supervisor, outbound: outbound,

@@ -87,7 +87,7 @@ private func limits(_ configure: (inout TopologyLimits) -> Void) -> TopologyLimi
 
     // MARK: Dialling
 
-    @Test func dialsPreferUnsaturatedBinsThenDeeperBinsThenScoreAndStayWithinTheInFlightBound() {
+    @Test func dialsGoToTheEmptiestBinThenTheDeeperThenByScoreAndStayWithinTheInFlightBound() {
         var t = topology(connectedAt: Array(repeating: 1, count: 8))   // bin 1 saturated
         let inSaturated = peerAt(1, 50), shallow = peerAt(0, 1), deep = peerAt(6, 1), deepBetter = peerAt(6, 2), deepest = peerAt(9, 1)
         for (i, p) in [inSaturated, shallow, deep, deepBetter, deepest].enumerated() {
@@ -95,10 +95,12 @@ private func limits(_ configure: (inout TopologyLimits) -> Void) -> TopologyLimi
             #expect(learned1)
         }
         t.scored(deepBetter, score: 5)
-        #expect(t.nextDials(nowMs: 1).map(\.overlay) == [deepest, deepBetter, deep, shallow], "4 in flight at most; the saturated bin last")
+        // Bins 0, 6 and 9 are empty: the deepest first, then 6 (the better score), then 0;
+        // then bin 6 again (it holds 1 now, as 9 does, which has no candidate left).
+        #expect(t.nextDials(nowMs: 1).map(\.overlay) == [deepest, deepBetter, shallow, deep], "4 in flight at most; the saturated bin last")
         t.dialStarted(deepest)
         t.dialStarted(deepBetter)
-        #expect(t.nextDials(nowMs: 1).map(\.overlay) == [deep, shallow], "2 dials under way leave room for 2")
+        #expect(t.nextDials(nowMs: 1).map(\.overlay) == [shallow, deep], "2 dials under way leave room for 2; bin 0 is the emptiest")
         t.dialStarted(deep)
         t.dialStarted(shallow)
         #expect(t.nextDials(nowMs: 1).isEmpty)
@@ -108,11 +110,52 @@ private func limits(_ configure: (inout TopologyLimits) -> Void) -> TopologyLimi
     }
 
     @Test func aBinAtItsMaximumIsNotDialledAndPeersPickedTogetherCountTowardsIt() {
-        var t = topology(connectedAt: Array(repeating: 2, count: 15), limits: limits { $0.dialsInFlightMax = 8 })
+        var t = topology(connectedAt: Array(repeating: 2, count: 15), limits: limits { $0.dialsInFlightMax = 8; $0.binPeersMax = 16 })
         for n in 0..<4 { t.learned(peerAt(2, 100 + n), addresses: [address(n)], nowMs: 1) }
         #expect(t.nextDials(nowMs: 1).count == 1, "15 connected + 1 picked = binPeersMax")
         t.connected(peerAt(2, 100), addresses: [], nowMs: 1)
         #expect(t.nextDials(nowMs: 1).isEmpty)
+    }
+
+    @Test func binsBelowDepthAreDialledOnlyToSaturationTheNeighbourhoodToTheMaximum() {
+        // Depth 2: bins 0 and 1 filled, 4 peers beyond. Bin 0 holds 8 (saturated).
+        var t = topology(connectedAt: Array(repeating: 0, count: 8) + [1, 1, 5, 6, 7, 8],
+                         limits: limits { $0.dialsInFlightMax = 16 })
+        #expect(t.depth == 2)
+        let moreInBin0 = peerAt(0, 50), moreInBin1 = peerAt(1, 50)
+        let neighbours = (0..<12).map { peerAt(5, 50 + $0) }
+        for (i, p) in ([moreInBin0, moreInBin1] + neighbours).enumerated() { t.learned(p, addresses: [address(i)], nowMs: 1) }
+        let picked = Set(t.nextDials(nowMs: 1).map(\.overlay))
+        #expect(!picked.contains(moreInBin0), "a saturated bin below depth is not dialled")
+        #expect(picked.contains(moreInBin1))
+        #expect(picked.intersection(neighbours).count == 12, "the neighbourhood is dialled beyond saturation (1 + 12 < 16)")
+    }
+
+    @Test func aFullBinBelowDepthRefusesAndIsPrunedOnlyWhenItsPeersHaveOthersToTurnTo() {
+        // binPeersMax 16. Depth 2; bin 0 holds 17 (one beyond the maximum), bin 1 one peer, 4 neighbours.
+        var t = Topology(base: topologyBase, limits: limits { $0.binPeersMax = 16 })
+        for n in 0..<17 { t.connected(peerAt(0, n), addresses: [address(n)], nowMs: UInt64(100 + n)) }
+        for (i, po) in [1, 5, 6, 7, 8].enumerated() { t.connected(peerAt(po, 0), addresses: [address(50 + i)], nowMs: 1) }
+        #expect(t.depth == 2)
+        // A peer of our bin 0 sees us in its bin 0, with our 5 deeper peers: few to turn to.
+        #expect(t.peersToPrune().isEmpty, "bin 0's peers may need us: 5 deeper peers known, fewer than 16")
+        #expect(t.admits(peerAt(0, 99)), "nor is one refused")
+        for n in 0..<11 { t.learned(peerAt(9, 100 + n), addresses: [address(200 + n)], nowMs: 1) }
+        #expect(t.peersToPrune() == [peerAt(0, 0)], "16 deeper peers known: the least recently seen goes")
+        #expect(!t.admits(peerAt(0, 99)), "and a newcomer to the full bin is refused")
+        #expect(t.admits(peerAt(0, 3)), "a peer connected already")
+        #expect(t.admits(peerAt(1, 99)), "bin 1 is not full")
+        for n in 0..<20 { t.connected(peerAt(6, 100 + n), addresses: [], nowMs: 1) }
+        #expect(t.admits(peerAt(6, 200)), "the neighbourhood is never full")
+        #expect(!t.admits(topologyBase))
+        t.checkInvariants()
+    }
+
+    @Test func theMaximumLeavesRoomAboveTwiceTheSaturation() {
+        // Every node dials at most binPeersSaturated into a bin below depth, so bins hold twice
+        // that on average; a maximum above it means some peer of a bin always has room.
+        let l = TopologyLimits()
+        #expect(l.binPeersMax > 2 * l.binPeersSaturated)
     }
 
     @Test func failedDialsBackOffStepByStepAndTheLastStepRepeats() {
@@ -249,7 +292,8 @@ private func limits(_ configure: (inout TopologyLimits) -> Void) -> TopologyLimi
     // MARK: Pruning
 
     @Test func pruningDropsTheExcessOfABinBelowDepthLowestScoreFirstAndNeverNeighbours() {
-        var t = topology(connectedAt: Array(repeating: 0, count: 18) + [1, 2, 3, 4] + Array(repeating: 5, count: 18))
+        var t = topology(connectedAt: Array(repeating: 0, count: 18) + [1, 2, 3, 4] + Array(repeating: 5, count: 18),
+                         limits: limits { $0.binPeersMax = 16 })
         #expect(t.depth == 5)
         t.scored(peerAt(0, 7), score: -3)
         t.scored(peerAt(0, 4), score: -1)

@@ -37,7 +37,7 @@ struct PeersBench: AsyncParsableCommand {
             --placement spread (the default) gives the clients identities in bins of the node's \
             overlay that it keeps: bins 0, 1, 2… take \(TopologyLimits().binPeersMax) clients each (the \
             node's binPeersMax) and the rest share the next bin, the node's neighbourhood, so no \
-            client is pruned. With 100 clients: 16 in each of bins 0–5, 4 in bin 6, depth 6. \
+            client is pruned. With 100 clients: 20 in each of bins 0–4, depth 4. \
             Drawing an identity in bin b takes about 2^(b+1) key pairs; the deepest bin used is \
             \(PeersBench.spreadDeepestBin). --placement random gives fresh random identities (a \
             real network's shape): with more than about 40 clients the node prunes some \
@@ -59,8 +59,8 @@ struct PeersBench: AsyncParsableCommand {
     @Option(help: "Dials in flight at once.") var dialsInFlight: Int = 8
     @Option(help: "Client identities: spread (in bins the node keeps: none pruned) or random.")
     var placement: Placement = .spread
-    @Option(help: "Milliseconds an idle peer holds a live range request before its empty offer (a node's sync server: 2,000).")
-    var liveIdleMs: Int = 2_000
+    @Option(help: "Milliseconds an idle peer holds a live range request before its empty offer (a node's sync server: 15,000).")
+    var liveIdleMs: Int = 15_000
     @Option(help: "Give up connecting after this many seconds.") var connectSecondsMax: Double = 120
     @Option(help: "Scratch directory (default: a fresh one, removed at the end).") var dir: String?
     @Option(help: "Path of the shoal executable (default: beside this one).") var shoal: String?

@@ -3,42 +3,89 @@ extension Topology {
     /// Peers to dial now, best first, at most `dialsInFlightMax` minus the dials under way.
     ///
     /// A candidate is known, neither connected nor being dialled, not banned, due
-    /// (`nextDialMs ≤ nowMs`), has an address, and its bin has fewer than `binPeersMax`
-    /// peers connected or being dialled (counting the ones picked here). Bins that are not
-    /// saturated come first; then deeper bins (the neighbourhood, which depth and sync depend
-    /// on), higher score, lower overlay. A scan of the book: O(known · log known).
+    /// (`nextDialMs ≤ nowMs`), and has an address. Its bin takes it while the peers
+    /// connected or being dialled there (counting the ones picked here) stay below the bin's
+    /// dial bound: `binPeersSaturated` for a bin below depth (inbound peers may fill it
+    /// further, up to `binPeersMax`, see `admits`), `binPeersMax` for the neighbourhood.
+    ///
+    /// Each pick goes to the emptiest bin that can take one (an empty bin is what holds
+    /// depth down), the deeper on a tie (the neighbourhood, which sync depends on); within a
+    /// bin, higher score, then lower overlay. A scan of the book: O(known · log known).
+    ///
+    /// Dialling a bin below depth only to saturation leaves room in every peer's table for
+    /// the peers that dial it: had every node dialled to `binPeersMax`, about half of the
+    /// bins would overflow with inbound peers, be pruned, and the pruned peers would dial
+    /// again, round after round. And had deeper bins always come first, a node whose deeper
+    /// bins keep offering candidates (who may refuse it) would leave bin 0 empty, and its
+    /// depth 0, for as long as they last.
     public func nextDials(nowMs: UInt64) -> [KnownPeer] {
         let budget = limits.dialsInFlightMax - dialling.count
         guard budget > 0 else { return [] }
-        let candidates = book.values.filter {
-            !connectedSet.contains($0.overlay) && !dialling.contains($0.overlay) && !$0.isBanned(nowMs: nowMs)
-                && $0.nextDialMs <= nowMs && !$0.addresses.isEmpty
-        }.map { (peer: $0, bin: bin(of: $0.overlay)) }.sorted {
-            ($0.bin, $0.peer.score, $1.peer.overlay) > ($1.bin, $1.peer.score, $0.peer.overlay)
+        // Per bin, its candidates best last (so picking pops from the end).
+        var perBin = [[KnownPeer]](repeating: [], count: Proximity.binCount)
+        for peer in book.values where !connectedSet.contains(peer.overlay) && !dialling.contains(peer.overlay)
+            && !peer.isBanned(nowMs: nowMs) && peer.nextDialMs <= nowMs && !peer.addresses.isEmpty {
+            perBin[bin(of: peer.overlay)].append(peer)
         }
         var occupied = connectedPerBin
         for overlay in dialling { occupied[bin(of: overlay)] += 1 }
+        let depth = self.depth
+        var sorted = [Bool](repeating: false, count: Proximity.binCount)
         var picked: [KnownPeer] = []
-        var taken = Set<OverlayAddress>()
-        // First into bins below saturation, then into any bin below the maximum. A bin only
-        // fills up as we pick, so the first pass is the best pick at every step.
-        for bound in [limits.binPeersSaturated, limits.binPeersMax] {
-            for (peer, bin) in candidates where picked.count < budget && occupied[bin] < bound && !taken.contains(peer.overlay) {
-                picked.append(peer)
-                taken.insert(peer.overlay)
-                occupied[bin] += 1
+        while picked.count < budget {
+            var best: Int?
+            for b in 0..<Proximity.binCount where !perBin[b].isEmpty {
+                let bound = b < depth ? limits.binPeersSaturated : limits.binPeersMax
+                guard occupied[b] < bound else { continue }
+                if let current = best, occupied[current] < occupied[b] { continue }
+                best = b  // ascending bins: a tie goes to the deeper one
             }
+            guard let b = best else { break }
+            if !sorted[b] {
+                perBin[b].sort { ($0.score, $1.overlay) < ($1.score, $0.overlay) }
+                sorted[b] = true
+            }
+            picked.append(perBin[b].removeLast())
+            occupied[b] += 1
         }
         return picked
     }
 
-    /// Connected peers to drop: in each bin below depth holding more than `binPeersMax`, the
-    /// excess, lowest score first, then least recently seen, then lower overlay. Neighbours
-    /// are never pruned, and a pruned bin keeps `binPeersMax` peers, so depth does not move.
+    /// Whether a peer that dialled us is taken: not when its bin lies below depth, holds
+    /// `binPeersMax` connected peers already, and is capped (`isCapped`); such a peer is
+    /// refused and dials elsewhere after its back-off. Always for the neighbourhood, and for
+    /// a peer connected already.
+    ///
+    /// Every node dials at most `binPeersSaturated` peers into a bin below depth, so on
+    /// average a bin holds at most twice that; `binPeersMax` (20) lies above it, so some
+    /// peer of every bin always has room. (At 16, twice 8, every bin could fill: a node that
+    /// restarted into such a network found no peer of its bin 0 that would take it.)
+    public func admits(_ overlay: OverlayAddress) -> Bool {
+        guard overlay != base else { return false }
+        if connectedSet.contains(overlay) { return true }
+        let b = bin(of: overlay)
+        return b >= depth || connectedPerBin[b] < limits.binPeersMax || !isCapped(bin: b)
+    }
+
+    /// Whether bin `b` may be held to `binPeersMax` (refusing and pruning beyond it): only
+    /// when its peers have enough others to turn to. A peer of our bin `b` sees us in its own
+    /// bin `b`, and that bin holds us and the peers of our bins deeper than `b`, nobody else.
+    /// With fewer than `binPeersMax` of those in our book, the peer may need us to fill its
+    /// bin `b` (its depth, even), so we keep it, whatever our bin `b` holds.
+    func isCapped(bin b: Int) -> Bool {
+        var deeper = 0
+        for d in (b + 1)..<Proximity.binCount { deeper += knownPerBin[d] }
+        return deeper >= limits.binPeersMax
+    }
+
+    /// Connected peers to drop: in each capped bin (`isCapped`) below depth holding more than
+    /// `binPeersMax` (a bin that was the neighbourhood before depth rose), the excess, lowest
+    /// score first, then least recently seen, then lower overlay. Neighbours are never pruned,
+    /// and a pruned bin keeps `binPeersMax` peers, so depth does not move.
     public func peersToPrune() -> [OverlayAddress] {
         let depth = self.depth
         var excessBins: [Int: Int] = [:]
-        for b in 0..<depth where connectedPerBin[b] > limits.binPeersMax {
+        for b in 0..<depth where connectedPerBin[b] > limits.binPeersMax && isCapped(bin: b) {
             excessBins[b] = connectedPerBin[b] - limits.binPeersMax
         }
         guard !excessBins.isEmpty else { return [] }

@@ -4,9 +4,10 @@ public struct TopologyLimits: Sendable, Equatable {
     public var neighbourhoodMin = 4
     /// A bin with this many connected peers is saturated: dialling prefers other bins.
     public var binPeersSaturated = 8
-    /// No more dials into a bin with this many connected peers; beyond it, connected peers of
-    /// a bin below depth are pruned (neighbours never are).
-    public var binPeersMax = 16
+    /// No more dials into a neighbourhood bin with this many connected peers; a bin below
+    /// depth refuses peers beyond it, and is pruned to it (neighbours never are). Above twice
+    /// `binPeersSaturated`, so that bins cannot all be full (`admits`, decision 0024).
+    public var binPeersMax = 20
     /// Entries in the address book. Connected peers are never evicted, so the book holds at
     /// most `max(knownPeersMax, connected + dialling)` entries.
     public var knownPeersMax = 10_000

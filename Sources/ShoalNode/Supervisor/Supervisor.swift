@@ -243,6 +243,20 @@ actor Supervisor {
         return true
     }
 
+    /// Why a peer that just completed its handshake is turned away, or nil to take it: an
+    /// operator disconnected it a moment ago, or it dialled us into a bin below depth that is
+    /// full (`Topology.admits`; it dials elsewhere after its back-off).
+    func refusal(of peer: PeerInfo) -> Goodbye? {
+        if let until = refusedUntil(peer.overlay) {
+            let seconds = (until - min(until, context.clock.wallMs())) / 1000 + 1
+            return Goodbye(reason: .banned, message: "disconnected by the operator; refused for \(seconds) s")
+        }
+        if !peer.outbound && !topology.admits(peer.overlay) {
+            return Goodbye(reason: .tooManyPeers, message: "bin \(topology.bin(of: peer.overlay)) full")
+        }
+        return nil
+    }
+
     /// Until when (wall ms) a peer an operator disconnected is refused, if it still is.
     func refusedUntil(_ overlay: OverlayAddress) -> UInt64? {
         guard let until = operatorRefused[overlay], until > context.clock.wallMs() else {
