@@ -34,14 +34,21 @@ struct SyncServerTests {
         _ = server.getRangeReceived(GetRange(ruid: 9, bin: 2, from: 11, to: nil, limit: 128), now: 0)
         #expect(server.rangeRead(ruid: 9, entries: [], cursor: 10, now: 0) == [])
         #expect(server.binAdvanced(bin: 3, cursor: 20, now: 1) == [], "another bin")
-        #expect(server.binAdvanced(bin: 2, cursor: 12, now: 1) == [.queryRange(ruid: 9, bin: 2, from: 11, to: .max, limit: 128)])
+        // The bin grew: the store is read after the gathering time, for what else arrives meanwhile.
+        let gather = server.limits.liveGatherMs
+        #expect(server.binAdvanced(bin: 2, cursor: 12, now: 1) == [])
+        #expect(server.nextDeadline == 1 + gather)
+        #expect(server.binAdvanced(bin: 2, cursor: 13, now: 2) == [], "gathering already")
+        #expect(server.tick(now: gather) == [])
+        #expect(server.tick(now: 1 + gather) == [.queryRange(ruid: 9, bin: 2, from: 11, to: .max, limit: 128)])
         let a = f.chunk().address
         #expect(server.rangeRead(ruid: 9, entries: [(12, a)], cursor: 12, now: 1)
                 == [.send(.offeredHashes(OfferedHashes(ruid: 9, from: 11, lastIndex: 12, addresses: [a])))])
         _ = server.getRangeReceived(GetRange(ruid: 10, bin: 2, from: 13, to: nil, limit: 128), now: 2)
         _ = server.rangeRead(ruid: 10, entries: [], cursor: 12, now: 2)
-        #expect(server.tick(now: 2001) == [])
-        #expect(server.tick(now: 2002) == [.send(.offeredHashes(OfferedHashes(ruid: 10, from: 13, lastIndex: 12, addresses: [])))])
+        let idle = server.limits.liveIdleTimeoutMs
+        #expect(server.tick(now: 2 + idle - 1) == [])
+        #expect(server.tick(now: 2 + idle) == [.send(.offeredHashes(OfferedHashes(ruid: 10, from: 13, lastIndex: 12, addresses: [])))])
     }
 
     @Test(arguments: [

@@ -69,13 +69,38 @@ struct SyncStreamClientTests {
         #expect(persist.chunks.isEmpty)
         #expect(persist.seal == 1...4)
         #expect(persist.requires == [elsewhere.address], "sealed only once the other stream has stored it")
-        // The store skipped the seal: back off, then ask again.
-        #expect(client.batchCommitted(id: persist.id, sealed: false, now: 2) == [])
-        #expect(client.intervals.isEmpty)
-        #expect(client.tick(now: 3) == [])
-        let retry = client.tick(now: 10_000)
+        // The store skipped the seal: the seal alone is tried again, without asking the peer,
+        // 100, 200, 400 and 800 ms later; then the range is asked again.
+        var now: UInt64 = 2
+        var id = persist.id
+        for wait in [100, 200, 400, 800] as [UInt64] {
+            #expect(client.batchCommitted(id: id, sealed: false, now: now) == [])
+            #expect(client.intervals.isEmpty)
+            #expect(client.nextDeadline == now + wait)
+            #expect(client.tick(now: now + wait - 1) == [])
+            now += wait
+            let again = client.tick(now: now)
+            let reseal = try #require(again.first?.persisted, "a re-seal: \(again)")
+            #expect(again.count == 1 && reseal.chunks.isEmpty && reseal.seal == 1...4 && reseal.requires == [elsewhere.address])
+            id = reseal.id
+        }
+        #expect(client.batchCommitted(id: id, sealed: false, now: now) == [])
+        let retry = client.tick(now: now + 10_000)
         guard case .getRange(let again)? = retry.first?.sentMessage else { Issue.record("no retry: \(retry)"); return }
         #expect(again.from == 1)
+    }
+
+    @Test func aSealTriedAgainAloneSealsOnceTheRequiredChunkIsStored() throws {
+        var f = Fixtures()
+        var (client, request) = Self.started(end: 4)
+        let elsewhere = f.chunk()
+        let actions = client.offerReceived(OfferedHashes(ruid: request.ruid, from: 1, lastIndex: 4, addresses: [elsewhere.address]),
+                                           now: 1) { _ in .inFlightElsewhere }
+        let persist = try #require(actions.dropFirst().first?.persisted)
+        #expect(client.batchCommitted(id: persist.id, sealed: false, now: 2) == [])
+        let reseal = try #require(client.tick(now: 102).first?.persisted)
+        #expect(client.batchCommitted(id: reseal.id, sealed: true, now: 103) == [.completed], "nothing left of the history")
+        #expect(client.intervals == IntervalSet([1...4]))
     }
 
     @Test func aCompletedHistorySaysSo() {

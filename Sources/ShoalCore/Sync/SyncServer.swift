@@ -8,8 +8,17 @@ public struct SyncServer: Sendable {
         public var requestsInFlightMax = 8
         public var offerBatchMax = ProtocolLimits.offerBatchMax
         public var deliveryChunksMax = ProtocolLimits.deliveryChunksMax
-        /// A live request with nothing to offer is answered empty after this.
-        public var liveIdleTimeoutMs: UInt64 = 2_000
+        /// A live request with nothing to offer is answered empty after this. Long, because
+        /// a neighbour subscribes every bin from depth to 31, and most of them stay empty:
+        /// at 2 s (swarm's figure) idle neighbours cost about 14 requests and 14 empty offers
+        /// per second each (decision 0024). Pings, not empty offers, tell a live peer from a
+        /// dead one. Below the client's `liveOfferTimeoutMs`.
+        public var liveIdleTimeoutMs: UInt64 = 15_000
+        /// A waiting live request whose bin grew is answered this long after the growth, so
+        /// that chunks arriving meanwhile go into the same offer (0: at once). Live sync lags
+        /// by this much; in exchange a node that stores chunk after chunk sends each peer one
+        /// offer, one want and one request per gathering instead of per chunk (decision 0024).
+        public var liveGatherMs: UInt64 = 200
         /// An offer the peer does not answer within this is dropped (its pins released).
         public var offerLifetimeMs: UInt64 = 60_000
 
@@ -33,6 +42,8 @@ public struct SyncServer: Sendable {
         case querying(bin: UInt8, from: UInt64, to: UInt64?, limit: Int)
         /// A live request with nothing to offer yet; answered when the bin grows or at `deadline`.
         case waiting(bin: UInt8, from: UInt64, limit: Int, deadline: UInt64)
+        /// A live request whose bin grew: the store is read at `until` (`liveGatherMs`).
+        case gathering(bin: UInt8, from: UInt64, limit: Int, until: UInt64)
         /// Offered; pinned until the peer says what it wants, or until `expires`.
         case offered(addresses: [ChunkAddress], expires: UInt64)
     }
@@ -41,6 +52,24 @@ public struct SyncServer: Sendable {
     /// Bins this peer may sync from us (all, until the topology narrows it).
     public var servedBins: Set<UInt8>
     public private(set) var requests: [RequestID: Request] = [:]
+    /// Bit `b` set while a live request on bin `b` waits (what `binAdvanced` can answer), so
+    /// a shell can skip telling this server about bins nobody waits on.
+    public private(set) var waitingBins: UInt32 = 0
+    /// Waiting live requests per bin (`waitingBins` is its non-zero set).
+    private var waitingPerBin = [UInt16](repeating: 0, count: Proximity.binCount)
+
+    /// Every change to `requests` goes through here, to keep `waitingBins`.
+    private mutating func put(_ ruid: RequestID, _ request: Request?) {
+        if case .waiting(let bin, _, _, _) = requests[ruid] {
+            waitingPerBin[Int(bin)] -= 1
+            if waitingPerBin[Int(bin)] == 0 { waitingBins &= ~(1 << UInt32(bin)) }
+        }
+        if case .waiting(let bin, _, _, _) = request {
+            waitingPerBin[Int(bin)] += 1
+            waitingBins |= 1 << UInt32(bin)
+        }
+        requests[ruid] = request
+    }
 
     public struct Counters: Equatable, Sendable {
         public var requests = 0, offered = 0, wanted = 0, refused = 0
@@ -80,7 +109,7 @@ public struct SyncServer: Sendable {
         }
         counters.requests += 1
         let limit = min(Int(request.limit), limits.offerBatchMax)
-        requests[request.ruid] = .querying(bin: request.bin, from: request.from, to: request.to, limit: limit)
+        put(request.ruid, .querying(bin: request.bin, from: request.from, to: request.to, limit: limit))
         return [.queryRange(ruid: request.ruid, bin: request.bin, from: request.from, to: request.to ?? .max, limit: limit)]
     }
 
@@ -90,7 +119,7 @@ public struct SyncServer: Sendable {
         guard case .querying(let bin, let from, let to, let limit) = requests[ruid] else { return [] }
         precondition(entries.count <= limit, "store returned more entries than asked for")
         if to == nil && entries.isEmpty {
-            requests[ruid] = .waiting(bin: bin, from: from, limit: limit, deadline: now + limits.liveIdleTimeoutMs)
+            put(ruid, .waiting(bin: bin, from: from, limit: limit, deadline: now + limits.liveIdleTimeoutMs))
             return []
         }
         // The offer covers up to the last entry when the batch is full; otherwise everything
@@ -112,9 +141,9 @@ public struct SyncServer: Sendable {
         let message = Message.offeredHashes(OfferedHashes(ruid: ruid, from: from, lastIndex: lastIndex, addresses: addresses))
         counters.offered += addresses.count
         if addresses.isEmpty {
-            requests[ruid] = nil  // nothing to want: the request ends with the offer
+            put(ruid, nil)  // nothing to want: the request ends with the offer
         } else {
-            requests[ruid] = .offered(addresses: addresses, expires: now + limits.offerLifetimeMs)
+            put(ruid, .offered(addresses: addresses, expires: now + limits.offerLifetimeMs))
         }
         return [.send(message)]
     }
@@ -124,7 +153,11 @@ public struct SyncServer: Sendable {
         var actions: [Action] = []
         for (ruid, request) in requests.sorted(by: { $0.key < $1.key }) {
             guard case .waiting(let b, let from, let limit, _) = request, b == bin, cursor >= from else { continue }
-            requests[ruid] = .querying(bin: bin, from: from, to: nil, limit: limit)
+            if limits.liveGatherMs > 0 {
+                put(ruid, .gathering(bin: bin, from: from, limit: limit, until: now + limits.liveGatherMs))
+                continue
+            }
+            put(ruid, .querying(bin: bin, from: from, to: nil, limit: limit))
             actions.append(.queryRange(ruid: ruid, bin: bin, from: from, to: .max, limit: limit))
         }
         return actions
@@ -141,7 +174,7 @@ public struct SyncServer: Sendable {
         if addresses.count % 8 != 0, let last = want.bitvector.last, last >> UInt8(addresses.count % 8) != 0 {
             return [.fault(.malformedRequest("want bits set past the offer's \(addresses.count) addresses"))]
         }
-        requests[want.ruid] = nil
+        put(want.ruid, nil)
         let wanted = addresses.indices.filter { want.isWanted($0) }.map { addresses[$0] }
         counters.wanted += wanted.count
         return wanted.isEmpty ? [] : [.deliver(ruid: want.ruid, addresses: wanted)]
@@ -154,8 +187,11 @@ public struct SyncServer: Sendable {
             case .waiting(_, let from, _, let deadline) where now >= deadline:
                 // Nothing new: an empty offer that seals nothing (lastIndex below from).
                 actions += offer(ruid: ruid, from: from, lastIndex: from - 1, addresses: [], now: now)
+            case .gathering(let bin, let from, let limit, let until) where now >= until:
+                put(ruid, .querying(bin: bin, from: from, to: nil, limit: limit))
+                actions.append(.queryRange(ruid: ruid, bin: bin, from: from, to: .max, limit: limit))
             case .offered(_, let expires) where now >= expires:
-                requests[ruid] = nil
+                put(ruid, nil)
             default:
                 break
             }
@@ -164,21 +200,27 @@ public struct SyncServer: Sendable {
     }
 
     public var nextDeadline: UInt64? {
-        requests.values.compactMap { request -> UInt64? in
+        var earliest: UInt64?
+        for request in requests.values {
             switch request {
-            case .waiting(_, _, _, let deadline): return deadline
-            case .offered(_, let expires): return expires
-            case .querying: return nil
+            case .waiting(_, _, _, let deadline): earliest = min(earliest ?? deadline, deadline)
+            case .offered(_, let expires): earliest = min(earliest ?? expires, expires)
+            case .gathering(_, _, _, let until): earliest = min(earliest ?? until, until)
+            case .querying: break
             }
-        }.min()
+        }
+        return earliest
     }
 
     public func checkInvariants() {
         precondition(requests.count <= limits.requestsInFlightMax, "more requests than allowed: \(requests.count)")
+        var waiting: UInt32 = 0
         for (ruid, request) in requests {
             if case .offered(let addresses, _) = request {
                 precondition(!addresses.isEmpty && addresses.count <= limits.offerBatchMax, "offer \(ruid) of \(addresses.count)")
             }
+            if case .waiting(let bin, _, _, _) = request { waiting |= 1 << UInt32(bin) }
         }
+        precondition(waiting == waitingBins, "waiting bins \(waitingBins) but requests wait on \(waiting)")
     }
 }

@@ -18,6 +18,11 @@ public struct SyncStreamClient: Sendable {
         /// holds them up to its idle timeout).
         public var offerTimeoutMs: UInt64 = 10_000
         public var liveOfferTimeoutMs: UInt64 = 30_000
+        /// A seal the store skipped (a chunk another stream fetches was not stored yet) is
+        /// tried again alone, without asking the peer, after this, then twice as long, …, at
+        /// most `resealAttemptsMax` times; then the range is asked again.
+        public var resealDelayMs: UInt64 = 100
+        public var resealAttemptsMax = 4
         /// Back-off before asking a range again after it could not be sealed.
         public var retryDelayMs: UInt64 = 250
         public var retryDelayMaxMs: UInt64 = 10_000
@@ -59,6 +64,10 @@ public struct SyncStreamClient: Sendable {
         case awaitingChunks(Batch)
         /// The batch that seals the offer is being committed.
         case sealing(id: UInt64, range: ClosedRange<UInt64>)
+        /// The store skipped the seal: a chunk it requires, which another stream fetches, was
+        /// not stored yet. At `until` the seal alone is committed again (`sealRequires`), with
+        /// no request to the peer: the other stream has usually stored the chunk by then.
+        case awaitingRequired(range: ClosedRange<UInt64>, until: UInt64)
         /// Waiting until `until` before asking again.
         case backingOff(until: UInt64)
         /// History fully synced.
@@ -91,6 +100,10 @@ public struct SyncStreamClient: Sendable {
     private var issuedAt: UInt64 = 0
     private var persistCounter: UInt64 = 0
     private var failures = 0
+    /// What the seal being committed (or waited for) requires, and how often it was tried
+    /// again alone.
+    private var sealRequires: [ChunkAddress] = []
+    private var resealAttempts = 0
 
     /// Counters for the peer's status line.
     public struct Counters: Equatable, Sendable {
@@ -282,6 +295,8 @@ public struct SyncStreamClient: Sendable {
         state = .sealing(id: id, range: batch.range)
         let persist = Persist(id: id, chunks: batch.held, seal: batch.range, requires: batch.elsewhere)
         sealingBatch = batch
+        sealRequires = batch.elsewhere
+        resealAttempts = 0
         return [.persist(persist)]
     }
 
@@ -305,11 +320,21 @@ public struct SyncStreamClient: Sendable {
             var actions: [Action] = []
             if let batch, !batch.delivered.isEmpty { actions.append(.release(batch.delivered)) }
             guard sealed else {
-                // A chunk another stream fetches is not stored yet: ask for the range again later.
+                // A chunk another stream fetches is not stored yet: try the seal alone again
+                // soon; after a few tries, ask for the range again (the other stream may have
+                // given the chunk up).
+                if !sealRequires.isEmpty && resealAttempts < limits.resealAttemptsMax {
+                    let delay = limits.resealDelayMs << UInt64(min(resealAttempts, 16))
+                    resealAttempts += 1
+                    state = .awaitingRequired(range: range, until: now + delay)
+                    return actions
+                }
+                sealRequires = []
                 failures += 1
                 state = .backingOff(until: now + backoff())
                 return actions
             }
+            sealRequires = []
             failures = 0
             intervals.insert(range)
             counters.sealed += range.upperBound - range.lowerBound + 1
@@ -362,6 +387,10 @@ public struct SyncStreamClient: Sendable {
         case .backingOff(let until) where now >= until:
             state = .idle
             return start(now: now)
+        case .awaitingRequired(let range, let until) where now >= until:
+            let id = nextPersistID()
+            state = .sealing(id: id, range: range)
+            return [.persist(Persist(id: id, chunks: [], seal: range, requires: sealRequires))]
         default:
             return []
         }
@@ -425,6 +454,7 @@ public struct SyncStreamClient: Sendable {
         case .awaitingOffer(_, _, _, let deadline): return deadline
         case .awaitingChunks(let batch): return batch.deadline
         case .backingOff(let until): return until
+        case .awaitingRequired(_, let until): return until
         default: return nil
         }
     }
@@ -437,8 +467,8 @@ public struct SyncStreamClient: Sendable {
                          "awaiting chunks with nothing outstanding or pending: \(batch)")
             precondition(batch.range.lowerBound <= batch.range.upperBound)
             if case .history(let end) = mode { precondition(batch.range.upperBound <= end, "offer beyond history end") }
-        case .sealing:
-            precondition(sealingBatch != nil, "sealing without its batch")
+        case .awaitingRequired:
+            precondition(!sealRequires.isEmpty && sealingBatch == nil, "waiting for nothing required, or holding claims")
         default:
             break
         }
