@@ -78,7 +78,7 @@ struct SimNode {
     /// Connection per connected peer, and the connected peers in overlay order (the order
     /// sessions are told things in).
     var sessions: [OverlayAddress: Int] = [:]
-    var sessionOrder: [OverlayAddress] = []
+    var sessionOrder: [(peer: OverlayAddress, connection: Int)] = []
     var pendingWrites: [Write] = []
     var commitScheduled = false
     /// The address book as last persisted (what a restart loads).
@@ -92,14 +92,14 @@ struct SimNode {
 
     mutating func addSession(_ peer: OverlayAddress, connection: Int) {
         sessions[peer] = connection
-        let i = sessionOrder.partitionPoint { $0 >= peer }
-        sessionOrder.insert(peer, at: i)
+        let i = sessionOrder.partitionPoint { $0.peer >= peer }
+        sessionOrder.insert((peer, connection), at: i)
     }
 
     mutating func removeSession(_ peer: OverlayAddress) {
         sessions[peer] = nil
-        let i = sessionOrder.partitionPoint { $0 >= peer }
-        if i < sessionOrder.count && sessionOrder[i] == peer { sessionOrder.remove(at: i) }
+        let i = sessionOrder.partitionPoint { $0.peer >= peer }
+        if i < sessionOrder.count && sessionOrder[i].peer == peer { sessionOrder.remove(at: i) }
     }
 }
 

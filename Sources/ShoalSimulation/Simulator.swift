@@ -207,9 +207,11 @@ public final class Simulator {
         guard nodes[from].alive && nodes[from].incarnation == incarnation else { return }
         let target = nodes[to].overlay
         if nodes[from].sessions[target] != nil { return }  // it dialled us meanwhile
-        // A node refuses a peer it banned (`Node.serve`), and a partition cuts the link.
+        // A node refuses a peer it banned or whose bin is full (`Node.serve`), and a
+        // partition cuts the link.
         let banned = nodes[to].topology.peer(nodes[from].overlay)?.isBanned(nowMs: now) ?? false
-        guard nodes[to].alive && nodes[from].partitionMask == nodes[to].partitionMask && from != to && !banned else {
+        guard nodes[to].alive && nodes[from].partitionMask == nodes[to].partitionMask && from != to && !banned,
+              nodes[to].topology.admits(nodes[from].overlay) else {
             counters.dialsFailed += 1
             nodes[from].topology.dialFailed(target, nowMs: now)
             return
@@ -243,8 +245,7 @@ public final class Simulator {
     private func announce(_ newPeer: Int, to me: Int) {
         let depth = nodes[me].topology.depth
         let announcement = Message.peers(Peers(peers: [PeerAddress(overlay: nodes[newPeer].overlay, addresses: [nodes[newPeer].address])]))
-        for peer in nodes[me].sessionOrder where peer != nodes[newPeer].overlay && nodes[me].topology.bin(of: peer) >= depth {
-            let c = nodes[me].sessions[peer]!
+        for (peer, c) in nodes[me].sessionOrder where peer != nodes[newPeer].overlay && nodes[me].topology.bin(of: peer) >= depth {
             transmit(announcement, connection: c, from: side(of: me, in: c))
         }
     }
@@ -335,7 +336,7 @@ public final class Simulator {
         counters.writesLost += nodes[n].pendingWrites.count
         nodes[n].pendingWrites = []
         nodes[n].commitScheduled = false
-        for peer in nodes[n].sessionOrder { close(nodes[n].sessions[peer]!, reason: .crash, skipping: n) }
+        for (_, c) in nodes[n].sessionOrder { close(c, reason: .crash, skipping: n) }
         nodes[n].sessions = [:]
         nodes[n].sessionOrder = []
         nodes[n].inFlight = []
@@ -568,15 +569,12 @@ public final class Simulator {
         }
         guard anyGrown else { return }
         let cursors = (0..<Proximity.binCount).filter { grown[$0] > 0 }.map { (bin: UInt8($0), cursor: grown[$0]) }
-        for peer in nodes[n].sessionOrder {
-            guard let c = nodes[n].sessions[peer] else { continue }
+        var grownMask: UInt32 = 0
+        for bin in 0..<Proximity.binCount where grown[bin] > 0 { grownMask |= 1 << UInt32(bin) }
+        for (_, c) in nodes[n].sessionOrder {
             let k = side(of: n, in: c)
             // Only a live request waiting on a grown bin changes anything (`SyncServer.binAdvanced`).
-            let waiting = connections[c].sides[k].sync.server.requests.values.contains { request in
-                if case .waiting(let bin, _, _, _) = request { return grown[Int(bin)] > 0 }
-                return false
-            }
-            guard waiting else { continue }
+            guard connections[c].sides[k].sync.server.waitingBins & grownMask != 0 else { continue }
             let actions = connections[c].sides[k].sync.binsGrew(cursors, now: now)
             perform(actions, connection: c, side: k)
         }
@@ -612,3 +610,4 @@ public final class Simulator {
         submit(Write(origin: .upload(index), batch: MemoryStore.Batch(chunks: [chunks[index]])), node: n)
     }
 }
+

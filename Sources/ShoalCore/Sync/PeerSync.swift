@@ -114,6 +114,9 @@ public struct PeerSync: Sendable {
     public private(set) var subscriptions: [UInt8: Subscription] = [:]
     public private(set) var server: SyncServer
     private var streams: [UInt32: SyncStreamClient] = [:]
+    /// Each stream's `nextDeadline`, kept beside the table: reading it from the table copies
+    /// the stream, and `nextDeadline` needs every stream's after every event.
+    private var streamDeadlines: [UInt32: UInt64] = [:]
     /// The last request sequence used per slot, across the streams that held it.
     private var slotSequence: [UInt32: RequestID] = [:]
     private var slotGeneration: [UInt32: UInt64] = [:]
@@ -174,12 +177,14 @@ public struct PeerSync: Sendable {
         lastProgressMs = now
         lastHeardMs = now
         lastPingMs = now
+        nextDeadline = computedNextDeadline
     }
 
     // MARK: Subscriptions (from the supervisor)
 
     /// Starts syncing `bins` of the peer (those not already subscribed): asks for their cursors.
     public mutating func subscribe(_ bins: [UInt8], now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard !closing else { return [] }
         let new = Set(bins.filter { Int($0) < Proximity.binCount && subscriptions[$0] == nil }).sorted()
         guard !new.isEmpty else { return [] }
@@ -193,6 +198,7 @@ public struct PeerSync: Sendable {
     /// Stops syncing `bins`: their streams end and release their claims. What was sealed stays
     /// in the store, so a bin subscribed again resumes from its first gap.
     public mutating func cancel(_ bins: [UInt8], now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         var released: [ChunkAddress] = []
         for bin in Set(bins).sorted() where subscriptions[bin] != nil {
             subscriptions[bin] = nil
@@ -210,6 +216,7 @@ public struct PeerSync: Sendable {
 
     /// The storage radius changed: offers below it are no longer wanted.
     public mutating func radiusChanged(_ radius: Int) {
+        defer { nextDeadline = computedNextDeadline }
         self.radius = radius
     }
 
@@ -220,6 +227,7 @@ public struct PeerSync: Sendable {
 
     private mutating func endStream(_ slot: UInt32) -> [ChunkAddress] {
         guard var stream = streams.removeValue(forKey: slot) else { return [] }
+        streamDeadlines[slot] = nil
         slotSequence[slot] = stream.lastSequence
         var released: [ChunkAddress] = []
         for case .release(let addresses) in stream.cancel() { released += addresses }
@@ -228,6 +236,7 @@ public struct PeerSync: Sendable {
             if case .syncing(var history)? = subscriptions[stream.bin]?.phase {
                 history.active -= 1
                 subscriptions[stream.bin]?.phase = .syncing(history)
+                historyPending = true
             }
         }
         return released
@@ -239,6 +248,7 @@ public struct PeerSync: Sendable {
     /// answers for each (stored, claimed for this peer, fetched elsewhere).
     public mutating func received(_ message: Message, now: UInt64,
                                   claim: (ChunkAddress) -> ChunkClaim = { _ in .claimed }) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard !closing else { return [] }
         lastHeardMs = now
         switch message {
@@ -293,6 +303,7 @@ public struct PeerSync: Sendable {
     /// The peer's cursors, with what we synced of its bins before (per bin: epoch and set).
     public mutating func streamInfoReceived(_ response: StreamInfoResponse, known: [UInt8: (epoch: UInt64, set: IntervalSet)],
                                             now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard !closing else { return [] }
         var actions: [Action] = []
         var known = known
@@ -315,10 +326,12 @@ public struct PeerSync: Sendable {
             }
             subscription.status.historyEnd = entry.cursor
             subscription.status.liveFrom = entry.cursor + 1
+            historyPending = true
             subscription.phase = .syncing(History(end: entry.cursor, next: 1, known: intervals,
                                                   width: max(limits.historyWindowIDs, entry.cursor / 3000 + 1), active: 0))
             subscriptions[bin] = subscription
             let slot = UInt32(bin)
+            streamDeadlines[slot] = nil
             streams[slot] = SyncStreamClient(bin: bin, mode: .live(from: entry.cursor + 1), intervals: IntervalSet(), slot: slot,
                                              limits: limits.client, firstSequence: slotSequence[slot] ?? 0)
             slotGeneration[slot] = nextGeneration()
@@ -335,6 +348,7 @@ public struct PeerSync: Sendable {
 
     /// Our bins grew (a commit stored chunks): waiting live requests of the peer are answered.
     public mutating func binsGrew(_ cursors: [(bin: UInt8, cursor: UInt64)], now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard !closing else { return [] }
         var actions: [Action] = []
         for (bin, cursor) in cursors {
@@ -346,6 +360,7 @@ public struct PeerSync: Sendable {
     /// The store's answer to `queryRange`.
     public mutating func rangeRead(ruid: RequestID, entries: [(binID: UInt64, address: ChunkAddress)], cursor: UInt64,
                                    now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard !closing else { return [] }
         return server(server.rangeRead(ruid: ruid, entries: entries, cursor: cursor, now: now), now: now)
     }
@@ -353,6 +368,7 @@ public struct PeerSync: Sendable {
     /// A persist committed. `sealed` false: the store skipped the seal (a required chunk
     /// another stream fetches is not stored yet). `duplicates`: chunks it already held.
     public mutating func batchCommitted(_ persist: Persist, sealed: Bool, duplicates: Int, now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         subscriptions[persist.bin]?.status.duplicates += duplicates
         if sealed, let range = persist.seal { subscriptions[persist.bin]?.status.sealed += range.upperBound - range.lowerBound + 1 }
         guard slotGeneration[persist.slot] == persist.generation, streams[persist.slot] != nil else { return [] }
@@ -361,6 +377,7 @@ public struct PeerSync: Sendable {
     }
 
     public mutating func batchFailed(_ persist: Persist, now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard slotGeneration[persist.slot] == persist.generation, streams[persist.slot] != nil else { return [] }
         return stream(persist.slot, now: now) { s in s.batchFailed(id: persist.id, now: now) }
     }
@@ -369,6 +386,7 @@ public struct PeerSync: Sendable {
 
     /// Time passes: liveness, the server's timers, queued deliveries, the rate sample, streams due.
     public mutating func tick(now: UInt64) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard !closing else { return [] }
         if now - min(now, lastHeardMs) >= limits.idleTimeoutMs {
             closing = true
@@ -384,7 +402,10 @@ public struct PeerSync: Sendable {
         sampleRate(now: now)
         let stalled = now - min(now, lastProgressMs) >= limits.stallTimeoutMs
         for slot in streamsDue(at: now) {
-            if !stalled, streams[slot]?.extendDeadline(now: now) == true { continue }
+            if !stalled, streams[slot]?.extendDeadline(now: now) == true {
+                streamDeadlines[slot] = Self.deadline(of: &streams[slot]!)
+                continue
+            }
             actions += stream(slot, now: now) { s in s.tick(now: now) }
         }
         actions += startHistory(now: now)
@@ -392,11 +413,7 @@ public struct PeerSync: Sendable {
     }
 
     private func streamsDue(at now: UInt64) -> [UInt32] {
-        var due: [UInt32] = []
-        for (slot, stream) in streams {
-            if let deadline = stream.nextDeadline, deadline <= now { due.append(slot) }
-        }
-        return due.sorted()
+        streamDeadlines.filter { $0.value <= now }.keys.sorted()
     }
 
     /// Measures the delivery rate and sets how many history requests may be out: about
@@ -418,15 +435,19 @@ public struct PeerSync: Sendable {
         sampleHadDemand = false
     }
 
-    /// The earliest time `tick` has work, if any (the shell may tick more often).
-    public var nextDeadline: UInt64? {
-        var deadlines: [UInt64] = [lastHeardMs + limits.pingIntervalMs]
+    /// The earliest time `tick` has work, if any (the shell may tick more often). Kept up to
+    /// date by every event, so reading it is a load: a shell reads it after every event, and
+    /// computing it walks every stream.
+    public private(set) var nextDeadline: UInt64?
+
+    private var computedNextDeadline: UInt64? {
+        var earliest = lastHeardMs + limits.pingIntervalMs
         // The rate is sampled only while there is history to ask for: an idle peer needs no tick for it.
-        if !historyActive.isEmpty || hasHistoryWaiting { deadlines.append(sampleStartMs + limits.rateSampleMs) }
-        if let d = server.nextDeadline { deadlines.append(d) }
-        for stream in streams.values { if let d = stream.nextDeadline { deadlines.append(d) } }
-        if let first = deliveryQueue.first { deadlines.append(serveToppedUpMs + serveWaitMs(first.addresses.count)) }
-        return deadlines.min()
+        if !historyActive.isEmpty || hasHistoryWaiting { earliest = min(earliest, sampleStartMs + limits.rateSampleMs) }
+        if let d = server.nextDeadline { earliest = min(earliest, d) }
+        for d in streamDeadlines.values { earliest = min(earliest, d) }
+        if let first = deliveryQueue.first { earliest = min(earliest, serveToppedUpMs + serveWaitMs(first.addresses.count)) }
+        return earliest
     }
 
     // MARK: Streams
@@ -458,19 +479,32 @@ public struct PeerSync: Sendable {
     }
 
     private mutating func stream(_ slot: UInt32, now: UInt64, _ event: (inout SyncStreamClient) -> [SyncStreamClient.Action]) -> [Action] {
-        guard var s = streams[slot] else { return [] }
-        let before = s.counters
-        let actions = event(&s)
-        s.checkInvariants()
-        streams[slot] = s
-        deliveredInSample += s.counters.delivered - before.delivered
-        subscriptions[s.bin]?.status.offered += s.counters.offered - before.offered
-        return perform(slot: slot, actions, now: now)
+        // In place (the dictionary's modify accessor): a copy taken out and written back would
+        // share the stream's buffers with the table and copy them on the first write.
+        // Everything read of the stream is read within the one access, for the same reason.
+        func run(_ s: inout SyncStreamClient) -> (actions: [SyncStreamClient.Action], delivered: Int, offered: Int,
+                                                   bin: UInt8, deadline: UInt64?, liveFrom: UInt64?) {
+            let before = s.counters
+            let actions = event(&s)
+            s.checkInvariants()
+            var liveFrom: UInt64?
+            if case .live = s.mode { liveFrom = s.liveFrom }
+            return (actions, s.counters.delivered - before.delivered, s.counters.offered - before.offered,
+                    s.bin, s.nextDeadline, liveFrom)
+        }
+        guard streams.index(forKey: slot) != nil else { return [] }
+        let r = run(&streams[slot]!)
+        streamDeadlines[slot] = r.deadline
+        deliveredInSample += r.delivered
+        subscriptions[r.bin]?.status.offered += r.offered
+        return perform(slot: slot, bin: r.bin, liveFrom: r.liveFrom, r.actions, now: now)
     }
 
-    private mutating func perform(slot: UInt32, _ actions: [SyncStreamClient.Action], now: UInt64) -> [Action] {
-        guard let s = streams[slot] else { return [] }
-        let bin = s.bin
+    /// A stream's `nextDeadline`, read in place.
+    private static func deadline(of s: inout SyncStreamClient) -> UInt64? { s.nextDeadline }
+
+    private mutating func perform(slot: UInt32, bin: UInt8, liveFrom: UInt64?, _ actions: [SyncStreamClient.Action],
+                                  now: UInt64) -> [Action] {
         var out: [Action] = []
         var messages: [Message] = []
         for action in actions {
@@ -498,7 +532,7 @@ public struct PeerSync: Sendable {
                 refreshHistoryDone(bin)
             }
         }
-        if let s = streams[slot], case .live = s.mode { subscriptions[bin]?.status.liveFrom = s.liveFrom }
+        if let liveFrom, streams.index(forKey: slot) != nil { subscriptions[bin]?.status.liveFrom = liveFrom }
         if !messages.isEmpty { out.append(.send(messages)) }
         return out
     }
@@ -508,7 +542,14 @@ public struct PeerSync: Sendable {
         return generationCounter
     }
 
-    private var hasHistoryWaiting: Bool {
+    /// False once a scan found no bin with history left to hand out; set again by anything
+    /// that can give a bin history (its cursor arriving, a window ending). Spares the scan,
+    /// which `nextDeadline` and `startHistory` would otherwise make after every event.
+    private var historyPending = true
+
+    private var hasHistoryWaiting: Bool { historyPending && scanHistoryWaiting }
+
+    private var scanHistoryWaiting: Bool {
         subscriptions.values.contains { subscription in
             guard case .syncing(let h) = subscription.phase else { return false }
             return h.known.firstGap(from: h.next).map { $0 <= h.end } ?? false
@@ -518,7 +559,8 @@ public struct PeerSync: Sendable {
     /// Hands out history windows while fewer than `historyAllowed` are active, one bin after
     /// another (round robin), each window the next stretch of the bin with gaps.
     private mutating func startHistory(now: UInt64) -> [Action] {
-        guard !closing else { return [] }
+        guard !closing, historyPending else { return [] }
+        defer { if historyActive.count < historyAllowed && !scanHistoryWaiting { historyPending = false } }
         var actions: [Action] = []
         let bins = subscriptions.keys.sorted()
         guard !bins.isEmpty else { return [] }
@@ -539,6 +581,7 @@ public struct PeerSync: Sendable {
             history.next = end + 1
             history.active += 1
             subscriptions[bin]?.phase = .syncing(history)
+            streamDeadlines[slot] = nil
             streams[slot] = SyncStreamClient(bin: bin, mode: .history(end: end), intervals: view, slot: slot,
                                              limits: limits.client, firstSequence: slotSequence[slot] ?? 0)
             slotGeneration[slot] = nextGeneration()
@@ -574,6 +617,7 @@ public struct PeerSync: Sendable {
 
     /// The session is over (connection closed): every claim is released.
     public mutating func end() -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         closing = true
         return releaseAll()
     }
@@ -649,6 +693,7 @@ public struct PeerSync: Sendable {
 
     /// A fault the shell found (bytes that are no frame).
     public mutating func faultDetected(_ f: PeerFault) -> [Action] {
+        defer { nextDeadline = computedNextDeadline }
         guard !closing else { return [] }
         return fault(f)
     }
@@ -663,6 +708,12 @@ public struct PeerSync: Sendable {
     public var historyActiveCount: Int { historyActive.count }
 
     public func checkInvariants() {
+        for (slot, stream) in streams {
+            precondition(streamDeadlines[slot] == stream.nextDeadline, "stream \(slot)'s deadline is stale")
+        }
+        precondition(streamDeadlines.keys.allSatisfy { streams[$0] != nil }, "a deadline of a stream that ended")
+        precondition(historyPending || !scanHistoryWaiting, "history waits, but is marked as done")
+        precondition(nextDeadline == computedNextDeadline, "next deadline \(String(describing: nextDeadline)) is stale")
         server.checkInvariants()
         var activePerBin: [UInt8: Int] = [:]
         for (slot, stream) in streams {
