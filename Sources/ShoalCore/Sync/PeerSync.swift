@@ -708,16 +708,14 @@ public struct PeerSync: Sendable {
     public var historyActiveCount: Int { historyActive.count }
 
     public func checkInvariants() {
-        for (slot, stream) in streams {
-            precondition(streamDeadlines[slot] == stream.nextDeadline, "stream \(slot)'s deadline is stale")
-        }
-        precondition(streamDeadlines.keys.allSatisfy { streams[$0] != nil }, "a deadline of a stream that ended")
+        precondition(streamDeadlines.keys.allSatisfy { streams.index(forKey: $0) != nil }, "a deadline of a stream that ended")
         precondition(historyPending || !scanHistoryWaiting, "history waits, but is marked as done")
         precondition(nextDeadline == computedNextDeadline, "next deadline \(String(describing: nextDeadline)) is stale")
         server.checkInvariants()
         var activePerBin: [UInt8: Int] = [:]
         for (slot, stream) in streams {
             stream.checkInvariants()
+            precondition(streamDeadlines[slot] == stream.nextDeadline, "stream \(slot)'s deadline is stale")
             precondition(subscriptions[stream.bin] != nil, "stream \(slot) of unsubscribed bin \(stream.bin)")
             switch stream.mode {
             case .live:

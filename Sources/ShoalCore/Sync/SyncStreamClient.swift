@@ -63,11 +63,13 @@ public struct SyncStreamClient: Sendable {
         /// delivered chunks kept back to go with the seal.
         case awaitingChunks(Batch)
         /// The batch that seals the offer is being committed.
-        case sealing(id: UInt64, range: ClosedRange<UInt64>)
+        /// `requires`: chunks other streams fetch, which the seal needs stored; `attempt`: how
+        /// often the seal was tried again alone.
+        case sealing(id: UInt64, range: ClosedRange<UInt64>, requires: [ChunkAddress], attempt: Int)
         /// The store skipped the seal: a chunk it requires, which another stream fetches, was
-        /// not stored yet. At `until` the seal alone is committed again (`sealRequires`), with
+        /// not stored yet. At `until` the seal alone is committed again, with
         /// no request to the peer: the other stream has usually stored the chunk by then.
-        case awaitingRequired(range: ClosedRange<UInt64>, until: UInt64)
+        case awaitingRequired(range: ClosedRange<UInt64>, requires: [ChunkAddress], attempt: Int, until: UInt64)
         /// Waiting until `until` before asking again.
         case backingOff(until: UInt64)
         /// History fully synced.
@@ -100,10 +102,6 @@ public struct SyncStreamClient: Sendable {
     private var issuedAt: UInt64 = 0
     private var persistCounter: UInt64 = 0
     private var failures = 0
-    /// What the seal being committed (or waited for) requires, and how often it was tried
-    /// again alone.
-    private var sealRequires: [ChunkAddress] = []
-    private var resealAttempts = 0
 
     /// Counters for the peer's status line.
     public struct Counters: Equatable, Sendable {
@@ -292,11 +290,9 @@ public struct SyncStreamClient: Sendable {
     /// Sends the batch that completes the offer: the held chunks and the seal, together.
     private mutating func seal(_ batch: inout Batch) -> [Action] {
         let id = nextPersistID()
-        state = .sealing(id: id, range: batch.range)
+        state = .sealing(id: id, range: batch.range, requires: batch.elsewhere, attempt: 0)
         let persist = Persist(id: id, chunks: batch.held, seal: batch.range, requires: batch.elsewhere)
         sealingBatch = batch
-        sealRequires = batch.elsewhere
-        resealAttempts = 0
         return [.persist(persist)]
     }
 
@@ -314,7 +310,7 @@ public struct SyncStreamClient: Sendable {
             }
             state = .awaitingChunks(batch)
             return []
-        case .sealing(let sealingID, let range) where sealingID == id:
+        case .sealing(let sealingID, let range, let requires, let attempt) where sealingID == id:
             let batch = sealingBatch
             sealingBatch = nil
             var actions: [Action] = []
@@ -323,18 +319,15 @@ public struct SyncStreamClient: Sendable {
                 // A chunk another stream fetches is not stored yet: try the seal alone again
                 // soon; after a few tries, ask for the range again (the other stream may have
                 // given the chunk up).
-                if !sealRequires.isEmpty && resealAttempts < limits.resealAttemptsMax {
-                    let delay = limits.resealDelayMs << UInt64(min(resealAttempts, 16))
-                    resealAttempts += 1
-                    state = .awaitingRequired(range: range, until: now + delay)
+                if !requires.isEmpty && attempt < limits.resealAttemptsMax {
+                    let delay = limits.resealDelayMs << UInt64(min(attempt, 16))
+                    state = .awaitingRequired(range: range, requires: requires, attempt: attempt + 1, until: now + delay)
                     return actions
                 }
-                sealRequires = []
                 failures += 1
                 state = .backingOff(until: now + backoff())
                 return actions
             }
-            sealRequires = []
             failures = 0
             intervals.insert(range)
             counters.sealed += range.upperBound - range.lowerBound + 1
@@ -351,7 +344,7 @@ public struct SyncStreamClient: Sendable {
         switch state {
         case .awaitingChunks(let batch) where batch.pending.contains(id):
             return abandon(batch, fault: nil, now: now)
-        case .sealing(let sealingID, _) where sealingID == id:
+        case .sealing(let sealingID, _, _, _) where sealingID == id:
             let batch = sealingBatch
             sealingBatch = nil
             failures += 1
@@ -387,10 +380,10 @@ public struct SyncStreamClient: Sendable {
         case .backingOff(let until) where now >= until:
             state = .idle
             return start(now: now)
-        case .awaitingRequired(let range, let until) where now >= until:
+        case .awaitingRequired(let range, let requires, let attempt, let until) where now >= until:
             let id = nextPersistID()
-            state = .sealing(id: id, range: range)
-            return [.persist(Persist(id: id, chunks: [], seal: range, requires: sealRequires))]
+            state = .sealing(id: id, range: range, requires: requires, attempt: attempt)
+            return [.persist(Persist(id: id, chunks: [], seal: range, requires: requires))]
         default:
             return []
         }
@@ -454,7 +447,7 @@ public struct SyncStreamClient: Sendable {
         case .awaitingOffer(_, _, _, let deadline): return deadline
         case .awaitingChunks(let batch): return batch.deadline
         case .backingOff(let until): return until
-        case .awaitingRequired(_, let until): return until
+        case .awaitingRequired(_, _, _, let until): return until
         default: return nil
         }
     }
@@ -467,8 +460,9 @@ public struct SyncStreamClient: Sendable {
                          "awaiting chunks with nothing outstanding or pending: \(batch)")
             precondition(batch.range.lowerBound <= batch.range.upperBound)
             if case .history(let end) = mode { precondition(batch.range.upperBound <= end, "offer beyond history end") }
-        case .awaitingRequired:
-            precondition(!sealRequires.isEmpty && sealingBatch == nil, "waiting for nothing required, or holding claims")
+        case .awaitingRequired(_, let requires, let attempt, _):
+            precondition(!requires.isEmpty && sealingBatch == nil, "waiting for nothing required, or holding claims")
+            precondition(attempt >= 1 && attempt <= limits.resealAttemptsMax, "re-seal attempt \(attempt)")
         default:
             break
         }
