@@ -1,3 +1,6 @@
+/// The key `Address32._rawHashValue(seed:)` mixes in: drawn once per process, as `Hasher`'s is.
+private let addressHashKey = UInt64.random(in: .min ... .max)
+
 /// 32 bytes naming something in the address space: a chunk or a node.
 ///
 /// Stored inline (four words), so addresses are cheap to hash, compare and copy.
@@ -16,6 +19,20 @@ public struct Address32: Hashable, Comparable, Sendable, CustomStringConvertible
     /// Equal addresses have equal first words, and `Hasher` is seeded per process, so a peer
     /// would need 2⁶⁴ work to make its addresses collide in our tables.
     public func hash(into hasher: inout Hasher) { hasher.combine(w0) }
+
+    /// What sets and dictionaries use: the first word mixed with a per-process random key and
+    /// the table's seed by two multiply–xorshift rounds, instead of a whole `Hasher` (SipHash's
+    /// set-up and finalisation were 3% of a syncing node's samples). Offered addresses are the
+    /// peer's choice, not yet hashes of anything, so the mix must keep a peer from choosing
+    /// addresses that share buckets: the key (secret, drawn at start) and the seed (which
+    /// tables pass; it is the storage's address, not a secret) enter before the non-linear
+    /// rounds, so which addresses collide depends on the key.
+    public func _rawHashValue(seed: Int) -> Int {
+        var x = w0 ^ addressHashKey ^ UInt64(bitPattern: Int64(seed))
+        x = (x ^ (x >> 32)) &* 0xD6E8_FEB8_6659_FD93
+        x = (x ^ (x >> 32)) &* 0xD6E8_FEB8_6659_FD93
+        return Int(truncatingIfNeeded: x ^ (x >> 32))
+    }
 
     /// Reads 32 bytes; nil when `bytes` is not exactly 32 long.
     public init?(bytes: some Collection<UInt8>) {

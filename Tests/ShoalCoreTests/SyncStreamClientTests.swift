@@ -147,6 +147,27 @@ struct SyncStreamClientTests {
         #expect(client.intervals.isEmpty)
     }
 
+    /// A frame whose first chunk was wanted and whose second was not: the fault gives up every
+    /// claim of the batch, the first chunk's too (it is not stored: nothing of the frame is kept).
+    @Test func aFaultMidFrameReleasesTheFramesEarlierChunks() {
+        var f = Fixtures()
+        for bad in [0, 1] {
+            var (client, request) = Self.started(end: 10)
+            let a = f.chunk(), b = f.chunk(), stranger = f.chunk()
+            _ = client.offerReceived(OfferedHashes(ruid: request.ruid, from: 1, lastIndex: 10, addresses: [a.address, b.address]), now: 1) { _ in .claimed }
+            let second = bad == 0 ? DeliveredChunk(stranger) : DeliveredChunk(span: 1, payload: [])
+            let actions = client.chunksDelivered(ChunkDelivery(ruid: request.ruid, chunks: [DeliveredChunk(a), second]), now: 2)
+            #expect(actions.first?.fault != nil)
+            let released = actions.flatMap { action -> [ChunkAddress] in
+                if case .release(let addresses) = action { return addresses }
+                return []
+            }
+            #expect(Set(released) == [a.address, b.address], "fault \(bad): \(actions)")
+            #expect(!actions.contains { $0.persisted != nil })
+            #expect(client.nextDeadline != nil, "the stream backs off and asks again")
+        }
+    }
+
     @Test func aChunkDeliveredTwiceIsUnsolicitedTheSecondTime() {
         var f = Fixtures()
         var (client, request) = Self.started(end: 10)

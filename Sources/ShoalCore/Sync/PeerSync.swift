@@ -459,7 +459,9 @@ public struct PeerSync: Sendable {
                                 _ event: (inout SyncStreamClient) -> [SyncStreamClient.Action]) -> [Action] {
         let slot = SyncStreamClient.slot(of: ruid)
         lastProgressMs = now
-        if let s = streams[slot], s.expects(ruid) {
+        // Asked in place: a copy of the stream taken out to ask would share its batch's buffers
+        // with the table while the event changes them, and each change would copy them.
+        if streams.index(forKey: slot) != nil, Self.expects(&streams[slot]!, ruid) {
             return stream(slot, now: now, event)
         }
         let issued = streams[slot]?.lastSequence ?? slotSequence[slot]
@@ -502,6 +504,9 @@ public struct PeerSync: Sendable {
 
     /// A stream's `nextDeadline`, read in place.
     private static func deadline(of s: inout SyncStreamClient) -> UInt64? { s.nextDeadline }
+
+    /// Whether a stream waits for a reply to `ruid`, read in place.
+    private static func expects(_ s: inout SyncStreamClient, _ ruid: RequestID) -> Bool { s.expects(ruid) }
 
     private mutating func perform(slot: UInt32, bin: UInt8, liveFrom: UInt64?, _ actions: [SyncStreamClient.Action],
                                   now: UInt64) -> [Action] {

@@ -46,6 +46,16 @@ public struct SyncServer: Sendable {
         case gathering(bin: UInt8, from: UInt64, limit: Int, until: UInt64)
         /// Offered; pinned until the peer says what it wants, or until `expires`.
         case offered(addresses: [ChunkAddress], expires: UInt64)
+
+        /// When `tick` has something to do with the request (a querying one waits for the store).
+        public var deadline: UInt64? {
+            switch self {
+            case .waiting(_, _, _, let deadline): deadline
+            case .gathering(_, _, _, let until): until
+            case .offered(_, let expires): expires
+            case .querying: nil
+            }
+        }
     }
 
     public let limits: Limits
@@ -57,6 +67,9 @@ public struct SyncServer: Sendable {
     public private(set) var waitingBins: UInt32 = 0
     /// Waiting live requests per bin (`waitingBins` is its non-zero set).
     private var waitingPerBin = [UInt16](repeating: 0, count: Proximity.binCount)
+    /// Each request's deadline, beside the table: `nextDeadline` is read after every event, and
+    /// reading it from the requests copied each one out (an offer's addresses with it).
+    private var deadlines: [RequestID: UInt64] = [:]
 
     /// Every change to `requests` goes through here, to keep `waitingBins`.
     private mutating func put(_ ruid: RequestID, _ request: Request?) {
@@ -69,6 +82,7 @@ public struct SyncServer: Sendable {
             waitingBins |= 1 << UInt32(bin)
         }
         requests[ruid] = request
+        deadlines[ruid] = request?.deadline
     }
 
     public struct Counters: Equatable, Sendable {
@@ -199,18 +213,7 @@ public struct SyncServer: Sendable {
         return actions
     }
 
-    public var nextDeadline: UInt64? {
-        var earliest: UInt64?
-        for request in requests.values {
-            switch request {
-            case .waiting(_, _, _, let deadline): earliest = min(earliest ?? deadline, deadline)
-            case .offered(_, let expires): earliest = min(earliest ?? expires, expires)
-            case .gathering(_, _, _, let until): earliest = min(earliest ?? until, until)
-            case .querying: break
-            }
-        }
-        return earliest
-    }
+    public var nextDeadline: UInt64? { deadlines.values.min() }
 
     public func checkInvariants() {
         precondition(requests.count <= limits.requestsInFlightMax, "more requests than allowed: \(requests.count)")
@@ -220,7 +223,9 @@ public struct SyncServer: Sendable {
                 precondition(!addresses.isEmpty && addresses.count <= limits.offerBatchMax, "offer \(ruid) of \(addresses.count)")
             }
             if case .waiting(let bin, _, _, _) = request { waiting |= 1 << UInt32(bin) }
+            precondition(deadlines[ruid] == request.deadline, "request \(ruid)'s deadline \(String(describing: deadlines[ruid])), not \(String(describing: request.deadline))")
         }
+        precondition(deadlines.count == requests.values.lazy.filter { $0.deadline != nil }.count, "deadlines of requests no longer held")
         precondition(waiting == waitingBins, "waiting bins \(waitingBins) but requests wait on \(waiting)")
     }
 }

@@ -258,6 +258,10 @@ public struct SyncStreamClient: Sendable {
         guard case .awaitingChunks(var batch) = state, batch.ruid == delivery.ruid else {
             return [.fault(.unknownRequest(delivery.ruid))]
         }
+        // The batch leaves `state` while it changes, so its sets and lists have one owner and
+        // change in place (with `state` still holding them, the first removal copied the whole
+        // set of outstanding addresses, once per frame). Every path below sets `state` again.
+        state = .idle
         var chunks: [Chunk] = []
         chunks.reserveCapacity(delivery.chunks.count)
         for delivered in delivery.chunks {
@@ -265,9 +269,12 @@ public struct SyncStreamClient: Sendable {
             do {
                 chunk = try Chunk(span: delivered.span, payload: delivered.payload)
             } catch {
+                // The frame's chunks taken off `outstanding` so far are still claimed by us.
+                batch.delivered += chunks.map(\.address)
                 return abandon(batch, fault: .invalidChunk("\(error)"), now: now)
             }
             guard batch.outstanding.remove(chunk.address) != nil else {
+                batch.delivered += chunks.map(\.address)
                 return abandon(batch, fault: .unsolicitedChunk(chunk.address), now: now)
             }
             chunks.append(chunk)
@@ -304,6 +311,7 @@ public struct SyncStreamClient: Sendable {
     public mutating func batchCommitted(id: UInt64, sealed: Bool, now: UInt64) -> [Action] {
         switch state {
         case .awaitingChunks(var batch) where batch.pending.contains(id):
+            state = .idle  // the batch has one owner while it changes (see `chunksDelivered`)
             batch.pending.remove(id)
             if batch.outstanding.isEmpty && batch.pending.isEmpty {
                 return seal(&batch)
