@@ -89,4 +89,32 @@ import Testing
         while let (_, i) = queue.pop() { order.append(i) }
         #expect(order == [3, 1, 4, 0, 2, 5])
     }
+
+    /// Pushes and pops interleaved as the simulator makes them (events scheduled at the time
+    /// being run, later, and now and then earlier): the order is always (time, scheduling order).
+    @Test func theQueueRunsEventsInTimeThenSchedulingOrder() {
+        var rng = SplitMix64(seed: 99)
+        var queue = EventQueue<Int>()
+        var pending: [(time: UInt64, id: Int)] = []
+        var now: UInt64 = 0, nextID = 0
+        for step in 0..<20_000 {
+            if rng.next() % 3 != 0 || pending.isEmpty {
+                let time = rng.next() % 17 == 0 ? now / 2 : now + rng.next() % 6
+                queue.push(nextID, at: time)
+                pending.append((time, nextID))
+                nextID += 1
+            } else {
+                let expected = pending.indices.min { (pending[$0].time, pending[$0].id) < (pending[$1].time, pending[$1].id) }!
+                let popped = queue.pop()
+                #expect(popped?.time == pending[expected].time && popped?.payload == pending[expected].id)
+                now = max(now, pending[expected].time)
+                pending.remove(at: expected)
+            }
+            if step % 997 == 0 { queue.checkInvariants() }
+            #expect(queue.count == pending.count)
+        }
+        while queue.pop() != nil {}
+        queue.checkInvariants()
+        #expect(queue.isEmpty)
+    }
 }
