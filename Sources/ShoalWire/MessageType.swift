@@ -35,7 +35,7 @@ public enum WireFormat {
     public static let peerAddressBytesMin = 32 + 2 + 2 + 1
 }
 
-/// The type byte of each message (Docs/Protocol.md §2).
+/// The type byte of each message (Docs/Protocol.md §3).
 public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     // Connection: handshake, liveness, farewell.
     case hello = 0x01

@@ -1,7 +1,7 @@
 import NIOCore
 import ShoalCore
 
-// The payload of each message, both ways. The layouts are the tables of Docs/Protocol.md §3;
+// The payload of each message, both ways. The layouts are the tables of Docs/Protocol.md §4;
 // the writer and the reader of one message sit next to each other so they can be read
 // against each other and against the table.
 
@@ -79,19 +79,10 @@ extension WireCodec {
 
         case .chunkDelivery(let delivery):
             try checkCount(delivery.chunks.count, 1...ProtocolLimits.deliveryChunksMax, type, "chunks")
-            for chunk in delivery.chunks {
-                guard (1...Chunk.payloadMax).contains(chunk.payload.count) else {
-                    throw WireError(.invalidChunkSize, "\(type).chunks[]: payload of \(chunk.payload.count) bytes, 1…\(Chunk.payloadMax) required")
-                }
-            }
+            for chunk in delivery.chunks { try checkChunk(chunk, type, "chunks[]") }
             buffer.writeInteger(delivery.ruid)
             buffer.writeInteger(UInt16(delivery.chunks.count))
-            for chunk in delivery.chunks {
-                // Chunk.serialized: the bytes the address is the hash of, span little-endian.
-                buffer.writeInteger(UInt16(8 + chunk.payload.count))
-                buffer.writeInteger(chunk.span, endianness: .little)
-                buffer.writeBytes(chunk.payload)
-            }
+            for chunk in delivery.chunks { buffer.writeChunk(chunk) }
 
         case .streamError(let error):
             try checkText(error.message, 0...ProtocolLimits.messageTextBytesMax, type, "message")
@@ -209,13 +200,7 @@ extension WireCodec {
                 "chunks", range: 1...ProtocolLimits.deliveryChunksMax, elementBytesMin: 2 + WireFormat.chunkBytesMin)
             var chunks: [DeliveredChunk] = []
             chunks.reserveCapacity(count)
-            for _ in 0..<count {
-                let bytes = try reader.readLengthPrefixedBytes(
-                    "chunks[]", range: WireFormat.chunkBytesMin...WireFormat.chunkBytesMax, outOfRange: .invalidChunkSize)
-                var span: UInt64 = 0
-                for i in 0..<8 { span |= UInt64(bytes[i]) << (8 * UInt64(i)) }
-                chunks.append(DeliveredChunk(span: span, payload: Array(bytes[8...])))
-            }
+            for _ in 0..<count { chunks.append(try reader.readChunk("chunks[]")) }
             return .chunkDelivery(ChunkDelivery(ruid: ruid, chunks: chunks))
 
         case .streamError:
@@ -281,6 +266,13 @@ extension WireCodec {
         }
     }
 
+    /// A chunk travels as `Chunk.serialized`, its payload 1…4096 bytes.
+    private static func checkChunk(_ chunk: DeliveredChunk, _ type: MessageType, _ field: String) throws(WireError) {
+        guard (1...Chunk.payloadMax).contains(chunk.payload.count) else {
+            throw WireError(.invalidChunkSize, "\(type).\(field): payload of \(chunk.payload.count) bytes, 1…\(Chunk.payloadMax) required")
+        }
+    }
+
     private static func checkBin(_ bin: UInt8, _ type: MessageType, _ field: String) throws(WireError) {
         guard Int(bin) <= Proximity.maxBin else {
             throw WireError(.invalidBin, "\(type).\(field): bin \(bin) is above \(Proximity.maxBin)")
@@ -312,6 +304,14 @@ extension ByteBuffer {
     mutating func writeText(_ text: String) {
         writeInteger(UInt16(text.utf8.count))
         writeString(text)
+    }
+
+    /// UInt16 size ‖ `Chunk.serialized` (span little-endian ‖ payload): the bytes the address
+    /// is the hash of. The caller has checked the payload's size.
+    mutating func writeChunk(_ chunk: DeliveredChunk) {
+        writeInteger(UInt16(8 + chunk.payload.count))
+        writeInteger(chunk.span, endianness: .little)
+        writeBytes(chunk.payload)
     }
 
     /// UInt16 count ‖ each string as `writeText`; the caller has checked count and lengths.

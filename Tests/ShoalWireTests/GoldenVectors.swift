@@ -1,7 +1,7 @@
 import ShoalCore
 
 /// Frames written by hand from Docs/Protocol.md, one or more per message type. The same hex is
-/// printed in Protocol.md §6; `GoldenVectorTests` checks both directions and that the document
+/// printed in Protocol.md §8; `GoldenVectorTests` checks both directions and that the document
 /// still says the same.
 struct GoldenVector: Sendable, CustomStringConvertible {
     let name: String
