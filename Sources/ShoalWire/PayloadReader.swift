@@ -106,6 +106,16 @@ struct PayloadReader {
         return DeliveredChunk(span: span, payload: Array(bytes[8...]))
     }
 
+    /// A refusal: a `Refusal.Code` (UInt16) ‖ a message of at most `messageTextBytesMax` bytes.
+    mutating func readRefusal() throws(WireError) -> Refusal {
+        let raw: UInt16 = try readInteger("refusal.code")
+        guard let code = Refusal.Code(rawValue: raw) else {
+            throw WireError(.unknownEnumValue, "\(type).refusal.code: unknown value \(raw)")
+        }
+        let message = try readText("refusal.message", bytes: 0...ProtocolLimits.messageTextBytesMax)
+        return Refusal(code: code, message: message)
+    }
+
     mutating func readBin(_ field: String) throws(WireError) -> UInt8 {
         let bin: UInt8 = try readInteger(field)
         guard Int(bin) <= Proximity.maxBin else {

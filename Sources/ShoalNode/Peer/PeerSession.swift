@@ -321,6 +321,8 @@ actor PeerSession {
                 }
             case .hive(let message):
                 pending += await hiveReceived(message)
+            case .retrieval(let message):
+                log(.debug, "dropped a \(message.type): this node does not answer retrieval yet")
             }
         }
         machine.checkInvariants()
