@@ -193,6 +193,9 @@ public struct Refusal: Equatable, Sendable {
         case shuttingDown = 4
         /// Push: the chunk could not be stored (the store is full, or its write failed).
         case notStored = 5
+        /// Retrieval: the asker is already on this address's path (the request came back to a
+        /// node that forwarded it).
+        case loop = 6
     }
 
     public var code: Code

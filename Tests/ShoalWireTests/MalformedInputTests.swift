@@ -292,7 +292,7 @@ extension Malformed {
               frame(type: t.retrieveDelivery, payload: be32(7) + [0] + chunk(4097)), .frameTooLarge),
         .init("retrieve delivery with a byte after its chunk", frame(type: t.retrieveDelivery, payload: be32(7) + [0] + oneChunk + [0]), .trailingBytes),
         .init("retrieve delivery refusal code 0", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(0)), .unknownEnumValue),
-        .init("retrieve delivery refusal code 6", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(6)), .unknownEnumValue),
+        .init("retrieve delivery refusal code 7", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(7)), .unknownEnumValue),
         .init("retrieve delivery refusal without its message", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + be16(1)), .truncated),
         .init("retrieve delivery refusal message of 257 bytes", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + be16(1) + be16(257)), .textLengthOutOfRange),
         .init("retrieve delivery refusal message not UTF-8", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(1, [0x61, 0xc3])), .invalidUTF8),

@@ -58,7 +58,7 @@ struct RandomMessages {
     }
 
     mutating func refusal() -> Refusal {
-        let code = [Refusal.Code.notFound, .hopLimit, .overloaded, .shuttingDown, .notStored][Int(random.next() % 5)]
+        let code = [Refusal.Code.notFound, .hopLimit, .overloaded, .shuttingDown, .notStored, .loop][Int(random.next() % 6)]
         return Refusal(code: code, message: text(bytesMax: ProtocolLimits.messageTextBytesMax))
     }
 
