@@ -180,6 +180,134 @@ public struct Peers: Equatable, Sendable {
     public init(peers: [PeerAddress]) { self.peers = peers }
 }
 
+/// Why a peer did not serve a `RetrieveRequest` or store a `PushChunk`. A refusal ends the
+/// request; it is not a fault, and the asker may try elsewhere.
+public struct Refusal: Equatable, Sendable {
+    public enum Code: UInt16, Sendable {
+        /// Retrieval: the chunk is not stored here and was not found one hop on.
+        case notFound = 1
+        /// The request would have to be forwarded beyond the hops it has left.
+        case hopLimit = 2
+        /// Too many requests now: try later, or another peer.
+        case overloaded = 3
+        case shuttingDown = 4
+        /// Push: the chunk could not be stored (the store is full, or its write failed).
+        case notStored = 5
+        /// Retrieval: the asker is already on this address's path (the request came back to a
+        /// node that forwarded it).
+        case loop = 6
+    }
+
+    public var code: Code
+    /// For logs only, at most `ProtocolLimits.messageTextBytesMax` bytes.
+    public var message: String
+    public init(code: Code, message: String) { (self.code, self.message) = (code, message) }
+}
+
+/// Retrieval: asks a peer for one chunk by address. The peer serves it from its store or
+/// forwards the request to a peer closer to the address (forwarding Kademlia), at most
+/// `hopsLeft` more times.
+public struct RetrieveRequest: Equatable, Sendable {
+    /// Chosen by the asker, unique among its requests on this connection.
+    public var ruid: RequestID
+    public var address: ChunkAddress
+    /// 0…`ProtocolLimits.retrieveHopsMax`; 0: answer from the store or refuse.
+    public var hopsLeft: UInt8
+    public init(ruid: RequestID, address: ChunkAddress, hopsLeft: UInt8) {
+        (self.ruid, self.address, self.hopsLeft) = (ruid, address, hopsLeft)
+    }
+}
+
+/// Retrieval: the answer to a `RetrieveRequest`, the chunk or a refusal. The asker hashes the
+/// chunk and matches it against the address it asked for: nothing here says what it is.
+public struct RetrieveDelivery: Equatable, Sendable {
+    public enum Outcome: Equatable, Sendable {
+        case chunk(DeliveredChunk)
+        case refused(Refusal)
+    }
+
+    public var ruid: RequestID
+    public var outcome: Outcome
+    public init(ruid: RequestID, outcome: Outcome) { (self.ruid, self.outcome) = (ruid, outcome) }
+}
+
+/// Presence: asks which of these addresses the peer stores, 1…`ProtocolLimits.presenceBatchMax`
+/// of them. The answer is a hint for the downloader, not a promise to serve.
+public struct WantHave: Equatable, Sendable {
+    public var ruid: RequestID
+    public var addresses: [ChunkAddress]
+    public init(ruid: RequestID, addresses: [ChunkAddress]) { (self.ruid, self.addresses) = (ruid, addresses) }
+}
+
+/// Presence: the answer to a `WantHave`, bit `i` (LSB-first within each byte) set when the
+/// sender stores address `i`. As with `WantedHashes`: `ceil(count / 8)` bytes, bits past the
+/// count zero; the asker, which knows the count, checks both.
+public struct Presence: Equatable, Sendable {
+    public var ruid: RequestID
+    public var bitvector: [UInt8]
+    public init(ruid: RequestID, bitvector: [UInt8]) { (self.ruid, self.bitvector) = (ruid, bitvector) }
+
+    public init(ruid: RequestID, present: [Bool]) {
+        var bits = [UInt8](repeating: 0, count: (present.count + 7) / 8)
+        for (i, p) in present.enumerated() where p { bits[i / 8] |= 1 << UInt8(i % 8) }
+        self.init(ruid: ruid, bitvector: bits)
+    }
+
+    public func isPresent(_ index: Int) -> Bool {
+        index >= 0 && index / 8 < bitvector.count && bitvector[index / 8] & (1 << UInt8(index % 8)) != 0
+    }
+}
+
+/// Push: an uploaded chunk on its way to the neighbourhood of its address. A peer in that
+/// neighbourhood stores it and answers with a signed `Receipt`; one farther away forwards it
+/// closer, at most `hopsLeft` more times.
+public struct PushChunk: Equatable, Sendable {
+    public var ruid: RequestID
+    /// 0…`ProtocolLimits.pushHopsMax`.
+    public var hopsLeft: UInt8
+    public var chunk: DeliveredChunk
+    public init(ruid: RequestID, hopsLeft: UInt8, chunk: DeliveredChunk) {
+        (self.ruid, self.hopsLeft, self.chunk) = (ruid, hopsLeft, chunk)
+    }
+}
+
+/// Push: the answer to a `PushChunk`. Either the storer's statement that it stores the chunk,
+/// signed by its identity key, or a refusal.
+public struct Receipt: Equatable, Sendable {
+    /// A storer's signed statement. Its overlay is `Overlay.address(networkID:publicKey:)`, so
+    /// whoever checks the signature knows which node stored the chunk, and whether that node
+    /// is in the chunk's neighbourhood.
+    public struct Stored: Equatable, Sendable {
+        public var address: ChunkAddress
+        /// The storer's Ed25519 public key (32 bytes).
+        public var publicKey: [UInt8]
+        /// Ed25519 over `Receipt.signedBytes(networkID:address:)` (64 bytes).
+        public var signature: [UInt8]
+        public init(address: ChunkAddress, publicKey: [UInt8], signature: [UInt8]) {
+            (self.address, self.publicKey, self.signature) = (address, publicKey, signature)
+        }
+    }
+
+    public enum Outcome: Equatable, Sendable {
+        case stored(Stored)
+        case refused(Refusal)
+    }
+
+    public var ruid: RequestID
+    public var outcome: Outcome
+    public init(ruid: RequestID, outcome: Outcome) { (self.ruid, self.outcome) = (ruid, outcome) }
+
+    /// What a storer signs: a domain tag of its own (so no receipt can pass for a hello
+    /// proof, which the same key signs), the network, and the chunk's address. Nothing of the
+    /// connection: a receipt stays verifiable after it, by anyone who has it.
+    public static func signedBytes(networkID: UInt64, address: ChunkAddress) -> [UInt8] {
+        var out = Array("shoal-receipt-v1".utf8)
+        withUnsafeBytes(of: networkID.bigEndian) { out.append(contentsOf: $0) }
+        address.append(to: &out)
+        return out
+    }
+}
+
 /// Every message of the protocol.
 public enum Message: Equatable, Sendable {
     case hello(Hello)
@@ -196,6 +324,12 @@ public enum Message: Equatable, Sendable {
     case goodbye(Goodbye)
     case peersRequest(PeersRequest)
     case peers(Peers)
+    case retrieveRequest(RetrieveRequest)
+    case retrieveDelivery(RetrieveDelivery)
+    case wantHave(WantHave)
+    case presence(Presence)
+    case pushChunk(PushChunk)
+    case receipt(Receipt)
 }
 
 /// Protocol limits shared by the codec and the machines.
@@ -217,4 +351,14 @@ public enum ProtocolLimits {
     /// Peers in one hive message (`Peers`, and the largest `PeersRequest.limit`). Bee sends at
     /// most 30 per message; 30 entries of 8 longest addresses stay a 73,502-byte payload.
     public static let hivePeersMax = 30
+    /// How many more times a `RetrieveRequest` may be forwarded, at most. Each hop goes to a
+    /// peer in a deeper bin of the forwarder's table, and with 8 peers in a bin the closest
+    /// is about 3 bits closer still: a network of 10,000 nodes (depth about 11) is crossed in
+    /// 3 or 4 hops, so 8 leaves room and still ends a request that goes round in circles.
+    public static let retrieveHopsMax = 8
+    /// A push is forwarded through the same tables, so it is bounded alike.
+    public static let pushHopsMax = retrieveHopsMax
+    /// Addresses in one `WantHave`: as many as an offer holds, so a `Presence` bitvector is
+    /// at most as long as a `WantedHashes` one.
+    public static let presenceBatchMax = offerBatchMax
 }

@@ -463,6 +463,8 @@ public final class Simulator {
                 closing = closing ?? .closed
             case .hive(let message):
                 pending += hiveReceived(message, connection: c, side: k)
+            case .retrieval:
+                break  // the simulation does not run retrieval yet, and no simulated node asks
             }
         }
         if config.checkInvariants { connections[c].sides[k].sync.checkInvariants() }

@@ -7,7 +7,7 @@ import ShoalCore
 ///
 /// Buffering is bounded by the frame format itself: a length field above the limit of its
 /// message type is rejected once the 6 header bytes are in, so at most one frame of the largest
-/// type (a full chunk delivery, about 64 KiB) is waited for. An error is thrown as a `WireError`;
+/// type (a full chunk delivery, 262,796 bytes) is waited for. An error is thrown as a `WireError`;
 /// the handler then fires `errorCaught` and the connection is to be closed.
 public struct MessageDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     public typealias InboundOut = Message

@@ -18,6 +18,8 @@ public enum WireFormat {
     public static let binsMax = Proximity.binCount
     /// One bit per offered address.
     public static let wantedBitvectorBytesMax = (ProtocolLimits.offerBatchMax + 7) / 8
+    /// One bit per address a `wantHave` asks about.
+    public static let presenceBitvectorBytesMax = (ProtocolLimits.presenceBatchMax + 7) / 8
     /// `GetRange.limit` is 1…`offerBatchMax`: an offer never holds more.
     public static let rangeLimitMax = ProtocolLimits.offerBatchMax
     /// A chunk on the wire is `Chunk.serialized`: span (8 bytes) ‖ payload (1…4096 bytes).
@@ -28,6 +30,11 @@ public enum WireFormat {
     public static let nonceBytes = 32
     public static let signatureBytes = 64
 
+    /// A refusal at its largest: code, and a message of `ProtocolLimits.messageTextBytesMax`.
+    public static let refusalBytesMax = 2 + 2 + ProtocolLimits.messageTextBytesMax
+    /// A receipt's stored outcome: address, public key, signature.
+    public static let receiptStoredBytes = 32 + publicKeyBytes + signatureBytes
+
     /// One `Peers` entry at its largest: overlay, address count, and
     /// `ProtocolLimits.listenAddressesMax` addresses of `listenAddressBytesMax` bytes.
     public static let peerAddressBytesMax = 32 + 2 + ProtocolLimits.listenAddressesMax * (2 + listenAddressBytesMax)
@@ -35,7 +42,7 @@ public enum WireFormat {
     public static let peerAddressBytesMin = 32 + 2 + 2 + 1
 }
 
-/// The type byte of each message (Docs/Protocol.md §2).
+/// The type byte of each message (Docs/Protocol.md §3).
 public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     // Connection: handshake, liveness, farewell.
     case hello = 0x01
@@ -51,6 +58,13 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
     case wantedHashes = 0x14
     case chunkDelivery = 0x15
     case streamError = 0x16
+    // Retrieval, presence and push.
+    case retrieveRequest = 0x20
+    case retrieveDelivery = 0x21
+    case wantHave = 0x22
+    case presence = 0x23
+    case pushChunk = 0x24
+    case receipt = 0x25
     // Hive: peers telling each other about peers.
     case peersRequest = 0x30
     case peers = 0x31
@@ -69,6 +83,12 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
         case .wantedHashes: "wantedHashes"
         case .chunkDelivery: "chunkDelivery"
         case .streamError: "streamError"
+        case .retrieveRequest: "retrieveRequest"
+        case .retrieveDelivery: "retrieveDelivery"
+        case .wantHave: "wantHave"
+        case .presence: "presence"
+        case .pushChunk: "pushChunk"
+        case .receipt: "receipt"
         case .peersRequest: "peersRequest"
         case .peers: "peers"
         }
@@ -104,32 +124,22 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
             return 4 + text + ProtocolLimits.deliveryChunksMax * (text + WireFormat.chunkBytesMax)
         case .streamError:
             return 4 + 2 + text + ProtocolLimits.messageTextBytesMax
+        case .retrieveRequest:
+            return 4 + 32 + 1
+        case .retrieveDelivery:
+            return 4 + 1 + max(text + WireFormat.chunkBytesMax, WireFormat.refusalBytesMax)
+        case .wantHave:
+            return 4 + text + ProtocolLimits.presenceBatchMax * 32
+        case .presence:
+            return 4 + text + WireFormat.presenceBitvectorBytesMax
+        case .pushChunk:
+            return 4 + 1 + text + WireFormat.chunkBytesMax
+        case .receipt:
+            return 4 + 1 + max(WireFormat.receiptStoredBytes, WireFormat.refusalBytesMax)
         case .peersRequest:
             return 2
         case .peers:
             return text + ProtocolLimits.hivePeersMax * WireFormat.peerAddressBytesMax
-        }
-    }
-}
-
-/// Type bytes held for messages a later protocol revision adds (DESIGN.md §2: retrieval and
-/// presence queries). This build rejects them with `WireError.Code.reservedType`.
-public enum ReservedMessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
-    /// Retrieval: ask for one chunk by address (forwarding Kademlia).
-    case retrieveRequest = 0x20
-    /// Retrieval: the chunk, or a refusal.
-    case retrieveDelivery = 0x21
-    /// Presence: `WantHave{addresses}`.
-    case wantHave = 0x22
-    /// Presence: `Presence{bitvector}`, the answer to `WantHave`.
-    case presence = 0x23
-
-    public var description: String {
-        switch self {
-        case .retrieveRequest: "retrieveRequest"
-        case .retrieveDelivery: "retrieveDelivery"
-        case .wantHave: "wantHave"
-        case .presence: "presence"
         }
     }
 }
@@ -150,6 +160,12 @@ extension Message {
         case .wantedHashes: .wantedHashes
         case .chunkDelivery: .chunkDelivery
         case .streamError: .streamError
+        case .retrieveRequest: .retrieveRequest
+        case .retrieveDelivery: .retrieveDelivery
+        case .wantHave: .wantHave
+        case .presence: .presence
+        case .pushChunk: .pushChunk
+        case .receipt: .receipt
         case .peersRequest: .peersRequest
         case .peers: .peers
         }

@@ -97,6 +97,25 @@ struct PayloadReader {
         return addresses
     }
 
+    /// A chunk on the wire: a UInt16 size (9…4104) ‖ span (UInt64 little-endian) ‖ payload.
+    mutating func readChunk(_ field: String) throws(WireError) -> DeliveredChunk {
+        let bytes = try readLengthPrefixedBytes(
+            field, range: WireFormat.chunkBytesMin...WireFormat.chunkBytesMax, outOfRange: .invalidChunkSize)
+        var span: UInt64 = 0
+        for i in 0..<8 { span |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+        return DeliveredChunk(span: span, payload: Array(bytes[8...]))
+    }
+
+    /// A refusal: a `Refusal.Code` (UInt16) ‖ a message of at most `messageTextBytesMax` bytes.
+    mutating func readRefusal() throws(WireError) -> Refusal {
+        let raw: UInt16 = try readInteger("refusal.code")
+        guard let code = Refusal.Code(rawValue: raw) else {
+            throw WireError(.unknownEnumValue, "\(type).refusal.code: unknown value \(raw)")
+        }
+        let message = try readText("refusal.message", bytes: 0...ProtocolLimits.messageTextBytesMax)
+        return Refusal(code: code, message: message)
+    }
+
     mutating func readBin(_ field: String) throws(WireError) -> UInt8 {
         let bin: UInt8 = try readInteger(field)
         guard Int(bin) <= Proximity.maxBin else {

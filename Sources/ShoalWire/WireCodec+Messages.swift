@@ -1,7 +1,7 @@
 import NIOCore
 import ShoalCore
 
-// The payload of each message, both ways. The layouts are the tables of Docs/Protocol.md §3;
+// The payload of each message, both ways. The layouts are the tables of Docs/Protocol.md §4;
 // the writer and the reader of one message sit next to each other so they can be read
 // against each other and against the table.
 
@@ -79,25 +79,72 @@ extension WireCodec {
 
         case .chunkDelivery(let delivery):
             try checkCount(delivery.chunks.count, 1...ProtocolLimits.deliveryChunksMax, type, "chunks")
-            for chunk in delivery.chunks {
-                guard (1...Chunk.payloadMax).contains(chunk.payload.count) else {
-                    throw WireError(.invalidChunkSize, "\(type).chunks[]: payload of \(chunk.payload.count) bytes, 1…\(Chunk.payloadMax) required")
-                }
-            }
+            for chunk in delivery.chunks { try checkChunk(chunk, type, "chunks[]") }
             buffer.writeInteger(delivery.ruid)
             buffer.writeInteger(UInt16(delivery.chunks.count))
-            for chunk in delivery.chunks {
-                // Chunk.serialized: the bytes the address is the hash of, span little-endian.
-                buffer.writeInteger(UInt16(8 + chunk.payload.count))
-                buffer.writeInteger(chunk.span, endianness: .little)
-                buffer.writeBytes(chunk.payload)
-            }
+            for chunk in delivery.chunks { buffer.writeChunk(chunk) }
 
         case .streamError(let error):
             try checkText(error.message, 0...ProtocolLimits.messageTextBytesMax, type, "message")
             buffer.writeInteger(error.ruid)
             buffer.writeInteger(error.code.rawValue)
             buffer.writeText(error.message)
+
+        case .retrieveRequest(let request):
+            try checkHops(request.hopsLeft, ProtocolLimits.retrieveHopsMax, type)
+            buffer.writeInteger(request.ruid)
+            buffer.writeAddress(request.address)
+            buffer.writeInteger(request.hopsLeft)
+
+        case .retrieveDelivery(let delivery):
+            switch delivery.outcome {
+            case .chunk(let chunk):
+                try checkChunk(chunk, type, "chunk")
+                buffer.writeInteger(delivery.ruid)
+                buffer.writeInteger(Outcome.served)
+                buffer.writeChunk(chunk)
+            case .refused(let refusal):
+                try checkText(refusal.message, 0...ProtocolLimits.messageTextBytesMax, type, "refusal.message")
+                buffer.writeInteger(delivery.ruid)
+                buffer.writeInteger(Outcome.refused)
+                buffer.writeRefusal(refusal)
+            }
+
+        case .wantHave(let want):
+            try checkCount(want.addresses.count, 1...ProtocolLimits.presenceBatchMax, type, "addresses")
+            buffer.writeInteger(want.ruid)
+            buffer.writeInteger(UInt16(want.addresses.count))
+            for address in want.addresses { buffer.writeAddress(address) }
+
+        case .presence(let presence):
+            try checkCount(presence.bitvector.count, 1...WireFormat.presenceBitvectorBytesMax, type, "bitvector")
+            buffer.writeInteger(presence.ruid)
+            buffer.writeInteger(UInt16(presence.bitvector.count))
+            buffer.writeBytes(presence.bitvector)
+
+        case .pushChunk(let push):
+            try checkHops(push.hopsLeft, ProtocolLimits.pushHopsMax, type)
+            try checkChunk(push.chunk, type, "chunk")
+            buffer.writeInteger(push.ruid)
+            buffer.writeInteger(push.hopsLeft)
+            buffer.writeChunk(push.chunk)
+
+        case .receipt(let receipt):
+            switch receipt.outcome {
+            case .stored(let stored):
+                try checkFixed(stored.publicKey, WireFormat.publicKeyBytes, type, "publicKey")
+                try checkFixed(stored.signature, WireFormat.signatureBytes, type, "signature")
+                buffer.writeInteger(receipt.ruid)
+                buffer.writeInteger(Outcome.served)
+                buffer.writeAddress(stored.address)
+                buffer.writeBytes(stored.publicKey)
+                buffer.writeBytes(stored.signature)
+            case .refused(let refusal):
+                try checkText(refusal.message, 0...ProtocolLimits.messageTextBytesMax, type, "refusal.message")
+                buffer.writeInteger(receipt.ruid)
+                buffer.writeInteger(Outcome.refused)
+                buffer.writeRefusal(refusal)
+            }
 
         case .peersRequest(let request):
             try checkPeersLimit(Int(request.limit), type)
@@ -209,13 +256,7 @@ extension WireCodec {
                 "chunks", range: 1...ProtocolLimits.deliveryChunksMax, elementBytesMin: 2 + WireFormat.chunkBytesMin)
             var chunks: [DeliveredChunk] = []
             chunks.reserveCapacity(count)
-            for _ in 0..<count {
-                let bytes = try reader.readLengthPrefixedBytes(
-                    "chunks[]", range: WireFormat.chunkBytesMin...WireFormat.chunkBytesMax, outOfRange: .invalidChunkSize)
-                var span: UInt64 = 0
-                for i in 0..<8 { span |= UInt64(bytes[i]) << (8 * UInt64(i)) }
-                chunks.append(DeliveredChunk(span: span, payload: Array(bytes[8...])))
-            }
+            for _ in 0..<count { chunks.append(try reader.readChunk("chunks[]")) }
             return .chunkDelivery(ChunkDelivery(ruid: ruid, chunks: chunks))
 
         case .streamError:
@@ -226,6 +267,54 @@ extension WireCodec {
             }
             let message = try reader.readText("message", bytes: 0...ProtocolLimits.messageTextBytesMax)
             return .streamError(StreamError(ruid: ruid, code: code, message: message))
+
+        case .retrieveRequest:
+            let ruid: RequestID = try reader.readInteger("ruid")
+            let address = try reader.readAddress("address")
+            let hopsLeft: UInt8 = try reader.readInteger("hopsLeft")
+            try checkHops(hopsLeft, ProtocolLimits.retrieveHopsMax, type)
+            return .retrieveRequest(RetrieveRequest(ruid: ruid, address: address, hopsLeft: hopsLeft))
+
+        case .retrieveDelivery:
+            let ruid: RequestID = try reader.readInteger("ruid")
+            switch try readOutcome(&reader) {
+            case Outcome.served:
+                return .retrieveDelivery(RetrieveDelivery(ruid: ruid, outcome: .chunk(try reader.readChunk("chunk"))))
+            default:
+                return .retrieveDelivery(RetrieveDelivery(ruid: ruid, outcome: .refused(try reader.readRefusal())))
+            }
+
+        case .wantHave:
+            let ruid: RequestID = try reader.readInteger("ruid")
+            let count = try reader.readCount("addresses", range: 1...ProtocolLimits.presenceBatchMax, elementBytesMin: 32)
+            var addresses: [ChunkAddress] = []
+            addresses.reserveCapacity(count)
+            for _ in 0..<count { addresses.append(try reader.readAddress("addresses[]")) }
+            return .wantHave(WantHave(ruid: ruid, addresses: addresses))
+
+        case .presence:
+            let ruid: RequestID = try reader.readInteger("ruid")
+            let count = try reader.readCount("bitvector", range: 1...WireFormat.presenceBitvectorBytesMax, elementBytesMin: 1)
+            let bits = try reader.readFixedBytes("bitvector", count: count)
+            return .presence(Presence(ruid: ruid, bitvector: bits))
+
+        case .pushChunk:
+            let ruid: RequestID = try reader.readInteger("ruid")
+            let hopsLeft: UInt8 = try reader.readInteger("hopsLeft")
+            try checkHops(hopsLeft, ProtocolLimits.pushHopsMax, type)
+            return .pushChunk(PushChunk(ruid: ruid, hopsLeft: hopsLeft, chunk: try reader.readChunk("chunk")))
+
+        case .receipt:
+            let ruid: RequestID = try reader.readInteger("ruid")
+            switch try readOutcome(&reader) {
+            case Outcome.served:
+                let address = try reader.readAddress("address")
+                let publicKey = try reader.readFixedBytes("publicKey", count: WireFormat.publicKeyBytes)
+                let signature = try reader.readFixedBytes("signature", count: WireFormat.signatureBytes)
+                return .receipt(Receipt(ruid: ruid, outcome: .stored(.init(address: address, publicKey: publicKey, signature: signature))))
+            default:
+                return .receipt(Receipt(ruid: ruid, outcome: .refused(try reader.readRefusal())))
+            }
 
         case .peersRequest:
             let limit: UInt16 = try reader.readInteger("limit")
@@ -281,6 +370,28 @@ extension WireCodec {
         }
     }
 
+    /// A chunk travels as `Chunk.serialized`, its payload 1…4096 bytes.
+    private static func checkChunk(_ chunk: DeliveredChunk, _ type: MessageType, _ field: String) throws(WireError) {
+        guard (1...Chunk.payloadMax).contains(chunk.payload.count) else {
+            throw WireError(.invalidChunkSize, "\(type).\(field): payload of \(chunk.payload.count) bytes, 1…\(Chunk.payloadMax) required")
+        }
+    }
+
+    private static func checkHops(_ hops: UInt8, _ max: Int, _ type: MessageType) throws(WireError) {
+        guard Int(hops) <= max else {
+            throw WireError(.invalidValue, "\(type).hopsLeft: \(hops) is above \(max)")
+        }
+    }
+
+    /// The outcome byte of a `retrieveDelivery` or a `receipt`.
+    private static func readOutcome(_ reader: inout PayloadReader) throws(WireError) -> UInt8 {
+        let outcome: UInt8 = try reader.readInteger("outcome")
+        guard outcome == Outcome.served || outcome == Outcome.refused else {
+            throw WireError(.invalidValue, "\(reader.type).outcome: \(hex(outcome)), only 0x00 (served) or 0x01 (refused) are defined")
+        }
+        return outcome
+    }
+
     private static func checkBin(_ bin: UInt8, _ type: MessageType, _ field: String) throws(WireError) {
         guard Int(bin) <= Proximity.maxBin else {
             throw WireError(.invalidBin, "\(type).\(field): bin \(bin) is above \(Proximity.maxBin)")
@@ -300,6 +411,14 @@ enum GetRangeFlags {
     static let hasTo: UInt8 = 0x01
 }
 
+/// The outcome byte of `retrieveDelivery` and `receipt`: what follows it.
+enum Outcome {
+    /// The chunk (`retrieveDelivery`), or the storer's signed statement (`receipt`).
+    static let served: UInt8 = 0x00
+    /// A refusal: code and message.
+    static let refused: UInt8 = 0x01
+}
+
 extension ByteBuffer {
     mutating func writeAddress(_ address: Address32) {
         writeInteger(address.w0)
@@ -312,6 +431,20 @@ extension ByteBuffer {
     mutating func writeText(_ text: String) {
         writeInteger(UInt16(text.utf8.count))
         writeString(text)
+    }
+
+    /// UInt16 size ‖ `Chunk.serialized` (span little-endian ‖ payload): the bytes the address
+    /// is the hash of. The caller has checked the payload's size.
+    mutating func writeChunk(_ chunk: DeliveredChunk) {
+        writeInteger(UInt16(8 + chunk.payload.count))
+        writeInteger(chunk.span, endianness: .little)
+        writeBytes(chunk.payload)
+    }
+
+    /// Code ‖ message; the caller has checked the message's length.
+    mutating func writeRefusal(_ refusal: Refusal) {
+        writeInteger(refusal.code.rawValue)
+        writeText(refusal.message)
     }
 
     /// UInt16 count ‖ each string as `writeText`; the caller has checked count and lengths.

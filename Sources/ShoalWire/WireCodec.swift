@@ -102,9 +102,6 @@ public enum WireCodec {
         }
         guard let typeByte = buffer.getInteger(at: at + 5, as: UInt8.self) else { return nil }
         guard let type = MessageType(rawValue: typeByte) else {
-            if let reserved = ReservedMessageType(rawValue: typeByte) {
-                throw WireError(.reservedType, "type \(hex(typeByte)) (\(reserved)) is reserved and not yet supported")
-            }
             throw WireError(.unknownType, "type \(hex(typeByte)) is not a message type")
         }
         guard length - 2 <= type.payloadBytesMax else {

@@ -17,9 +17,6 @@ public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case unsupportedVersion
         /// The type byte names no message of this protocol version.
         case unknownType
-        /// The type byte is reserved for a message this build does not implement yet
-        /// (retrieval, presence).
-        case reservedType
         /// The payload holds bytes after the message's last field.
         case trailingBytes
         /// A list count is outside its bounds (e.g. 129 addresses in an offer, 0 chunks in a delivery).
@@ -32,12 +29,13 @@ public struct WireError: Error, Equatable, Sendable, CustomStringConvertible {
         case invalidUTF8
         /// A chunk whose payload is not 1…4096 bytes.
         case invalidChunkSize
-        /// An enum field (`StreamError.Code`, `Goodbye.Reason`) holds an unknown raw value.
+        /// An enum field (`StreamError.Code`, `Goodbye.Reason`, `Refusal.Code`) holds an unknown raw value.
         case unknownEnumValue
         /// A bin above 31.
         case invalidBin
-        /// Any other field outside its domain: a flag byte, a range with `from > to`, a limit
-        /// of 0, or (when encoding) a key, nonce or signature of the wrong size.
+        /// Any other field outside its domain: a flag or outcome byte, a range with `from > to`,
+        /// a limit of 0, hops above their bound, or (when encoding) a key, nonce or signature
+        /// of the wrong size.
         case invalidValue
     }
 

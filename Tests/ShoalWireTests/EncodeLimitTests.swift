@@ -31,6 +31,16 @@ enum Unsendable {
     static func peer(_ addresses: [String]) -> PeerAddress { PeerAddress(overlay: Golden.addressA, addresses: addresses) }
     static func peers(_ entries: [PeerAddress]) -> Message { .peers(Peers(peers: entries)) }
 
+    static func retrieved(payloadBytes: Int) -> Message {
+        .retrieveDelivery(RetrieveDelivery(ruid: 1, outcome: .chunk(DeliveredChunk(span: 1, payload: .init(repeating: 7, count: payloadBytes)))))
+    }
+
+    static func receipt(publicKey: [UInt8] = Golden.publicKey, signature: [UInt8] = Golden.signature) -> Message {
+        .receipt(Receipt(ruid: 1, outcome: .stored(.init(address: Golden.addressA, publicKey: publicKey, signature: signature))))
+    }
+
+    static let longRefusal = Refusal(code: .overloaded, message: String(repeating: "m", count: 257))
+
     static let cases: [UnsendableCase] = [
         .init("offer of 400 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 400, addresses: .init(repeating: .zero, count: 400))), .countOutOfRange),
         .init("offer of 257 addresses", .offeredHashes(OfferedHashes(ruid: 1, from: 1, lastIndex: 257, addresses: .init(repeating: .zero, count: 257))), .countOutOfRange),
@@ -55,6 +65,20 @@ enum Unsendable {
         .init("getRange limit 257", .getRange(GetRange(ruid: 1, bin: 1, from: 1, to: 2, limit: 257)), .invalidValue),
         .init("getRange from above to", .getRange(GetRange(ruid: 1, bin: 1, from: 3, to: 2, limit: 1)), .invalidValue),
         .init("bitvector of 33 bytes", .wantedHashes(WantedHashes(ruid: 1, wanted: .init(repeating: true, count: 257))), .countOutOfRange),
+        .init("retrieve request with 9 hops left", .retrieveRequest(RetrieveRequest(ruid: 1, address: Golden.addressA, hopsLeft: 9)), .invalidValue),
+        .init("retrieve delivery of an empty chunk", retrieved(payloadBytes: 0), .invalidChunkSize),
+        .init("retrieve delivery of a 4097-byte payload", retrieved(payloadBytes: 4097), .invalidChunkSize),
+        .init("retrieve delivery refusal message of 257 bytes", .retrieveDelivery(RetrieveDelivery(ruid: 1, outcome: .refused(longRefusal))), .textLengthOutOfRange),
+        .init("want-have of no addresses", .wantHave(WantHave(ruid: 1, addresses: [])), .countOutOfRange),
+        .init("want-have of 257 addresses", .wantHave(WantHave(ruid: 1, addresses: .init(repeating: .zero, count: 257))), .countOutOfRange),
+        .init("presence of no bytes", .presence(Presence(ruid: 1, present: [])), .countOutOfRange),
+        .init("presence of 33 bytes", .presence(Presence(ruid: 1, present: .init(repeating: true, count: 257))), .countOutOfRange),
+        .init("push with 9 hops left", .pushChunk(PushChunk(ruid: 1, hopsLeft: 9, chunk: DeliveredChunk(span: 1, payload: [1]))), .invalidValue),
+        .init("push of an empty chunk", .pushChunk(PushChunk(ruid: 1, hopsLeft: 1, chunk: DeliveredChunk(span: 1, payload: []))), .invalidChunkSize),
+        .init("push of a 4097-byte payload", .pushChunk(PushChunk(ruid: 1, hopsLeft: 1, chunk: DeliveredChunk(span: 1, payload: .init(repeating: 1, count: 4097)))), .invalidChunkSize),
+        .init("receipt with a 31-byte public key", receipt(publicKey: .init(repeating: 1, count: 31)), .invalidValue),
+        .init("receipt with a 65-byte signature", receipt(signature: .init(repeating: 1, count: 65)), .invalidValue),
+        .init("receipt refusal message of 257 bytes", .receipt(Receipt(ruid: 1, outcome: .refused(longRefusal))), .textLengthOutOfRange),
         .init("peers request limit 0", .peersRequest(PeersRequest(limit: 0)), .invalidValue),
         .init("peers request limit 31", .peersRequest(PeersRequest(limit: 31)), .invalidValue),
         .init("peers of 31 entries", peers(.init(repeating: peer(["h:1"]), count: ProtocolLimits.hivePeersMax + 1)), .countOutOfRange),
@@ -101,6 +125,7 @@ enum ForcedFrame {
     static func bytes(_ message: Message) -> [UInt8]? {
         var p: [UInt8] = []
         func text(_ s: String) { p += be16(UInt16(truncatingIfNeeded: s.utf8.count)) + Array(s.utf8) }
+        func chunk(_ c: DeliveredChunk) -> [UInt8] { be16(UInt16(8 + c.payload.count)) + le64(c.span) + c.payload }
         switch message {
         case .hello(let h):
             p += be64(h.networkID) + h.publicKey + h.overlay.bytes + be64(h.epoch) + h.nonce + be16(UInt16(h.listenAddresses.count))
@@ -114,7 +139,23 @@ enum ForcedFrame {
         case .getRange(let g): p += be32(g.ruid) + [g.bin, g.to == nil ? 0 : 1] + be64(g.from) + (g.to.map(be64) ?? []) + be16(g.limit)
         case .offeredHashes(let o): p += be32(o.ruid) + be64(o.from) + be64(o.lastIndex) + be16(UInt16(o.addresses.count)) + o.addresses.flatMap(\.bytes)
         case .wantedHashes(let w): p += be32(w.ruid) + be16(UInt16(w.bitvector.count)) + w.bitvector
-        case .chunkDelivery(let d): p += be32(d.ruid) + be16(UInt16(d.chunks.count)) + d.chunks.flatMap { be16(UInt16(8 + $0.payload.count)) + le64($0.span) + $0.payload }
+        case .chunkDelivery(let d): p += be32(d.ruid) + be16(UInt16(d.chunks.count)) + d.chunks.flatMap(chunk)
+        case .retrieveRequest(let r): p += be32(r.ruid) + r.address.bytes + [r.hopsLeft]
+        case .retrieveDelivery(let d):
+            p += be32(d.ruid)
+            switch d.outcome {
+            case .chunk(let c): p += [0] + chunk(c)
+            case .refused(let r): p += [1] + be16(r.code.rawValue); text(r.message)
+            }
+        case .wantHave(let w): p += be32(w.ruid) + be16(UInt16(truncatingIfNeeded: w.addresses.count)) + w.addresses.flatMap(\.bytes)
+        case .presence(let presence): p += be32(presence.ruid) + be16(UInt16(presence.bitvector.count)) + presence.bitvector
+        case .pushChunk(let push): p += be32(push.ruid) + [push.hopsLeft] + chunk(push.chunk)
+        case .receipt(let r):
+            p += be32(r.ruid)
+            switch r.outcome {
+            case .stored(let s): p += [0] + s.address.bytes + s.publicKey + s.signature
+            case .refused(let refusal): p += [1] + be16(refusal.code.rawValue); text(refusal.message)
+            }
         case .peersRequest(let r): p += be16(r.limit)
         case .peers(let m):
             p += be16(UInt16(m.peers.count))

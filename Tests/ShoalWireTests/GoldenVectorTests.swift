@@ -51,6 +51,23 @@ struct GoldenVectorTests {
         #expect(signed.count == 158)
     }
 
+    @Test("the bytes a receipt signs are laid out as Protocol.md §12 says")
+    func receiptSignedBytes() throws {
+        let signed = Receipt.signedBytes(networkID: 1, address: Golden.addressA)
+        let expected = bytes(hex: """
+            73686f616c2d726563656970742d7631
+            0000000000000001
+            aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+            """)
+        #expect(hexString(signed) == hexString(expected))
+        #expect(signed.count == 56)
+        #expect(try ProtocolDocument.text().contains("""
+            73686f616c2d726563656970742d7631
+            0000000000000001
+            aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
+            """))
+    }
+
     @Test("Protocol.md prints the same vectors as the tests")
     func documentMatchesTests() throws {
         let documented = try ProtocolDocument.goldenVectors()
@@ -66,9 +83,6 @@ struct GoldenVectorTests {
         let text = try ProtocolDocument.text()
         for type in MessageType.allCases {
             #expect(text.contains("| `\(WireCodec.hex(type.rawValue))` | `\(type)` |"), "\(type)")
-        }
-        for type in ReservedMessageType.allCases {
-            #expect(text.contains("| `\(WireCodec.hex(type.rawValue))` | `\(type)` (reserved) |"), "\(type)")
         }
     }
 }

@@ -21,6 +21,8 @@ enum Malformed {
     static let t = (hello: UInt8(0x01), proof: UInt8(0x02), ping: UInt8(0x03), goodbye: UInt8(0x05),
                     infoReq: UInt8(0x10), infoRes: UInt8(0x11), range: UInt8(0x12), offer: UInt8(0x13),
                     wanted: UInt8(0x14), delivery: UInt8(0x15), streamError: UInt8(0x16),
+                    retrieveRequest: UInt8(0x20), retrieveDelivery: UInt8(0x21), wantHave: UInt8(0x22),
+                    presence: UInt8(0x23), pushChunk: UInt8(0x24), receipt: UInt8(0x25),
                     peersRequest: UInt8(0x30), peers: UInt8(0x31))
 
     /// A hello's fields up to the listen-address count.
@@ -40,7 +42,7 @@ enum Malformed {
     }
 
     static let cases: [MalformedCase] = frameCases + truncatedCases + trailingCases + countCases + chunkCases
-        + textCases + enumCases + binCases + valueCases + hiveCases
+        + textCases + enumCases + binCases + valueCases + hiveCases + retrievalCases
 
     static let frameCases: [MalformedCase] = [
         .init("length field of 1 MiB, only the 4 length bytes seen", bytes(hex: "00100000"), .frameTooLarge),
@@ -60,10 +62,8 @@ enum Malformed {
         .init("type 0x32, after the hive types", frame(type: 0x32, payload: be16(0)), .unknownType),
         .init("type 0x7f", frame(type: 0x7f, payload: [1, 2, 3]), .unknownType),
         .init("type 0xff", frame(type: 0xff, payload: []), .unknownType),
-        .init("reserved type 0x20 retrieveRequest", frame(type: 0x20, payload: Golden.addressA.bytes), .reservedType),
-        .init("reserved type 0x21 retrieveDelivery", frame(type: 0x21, payload: []), .reservedType),
-        .init("reserved type 0x22 wantHave", frame(type: 0x22, payload: be16(0)), .reservedType),
-        .init("reserved type 0x23 presence", frame(type: 0x23, payload: be16(0)), .reservedType),
+        .init("type 0x26, after the push types", frame(type: 0x26, payload: be32(7)), .unknownType),
+        .init("type 0x2f, the last of the retrieval family", frame(type: 0x2f, payload: []), .unknownType),
     ]
 
     static let truncatedCases: [MalformedCase] = [
@@ -230,7 +230,8 @@ struct MalformedInputTests {
             (bytes(hex: "00100000"), .frameTooLarge),
             (bytes(hex: "0000ffff 01 03"), .frameTooLarge),
             (bytes(hex: "0000000a 02"), .unsupportedVersion),
-            (bytes(hex: "0000000a 01 20"), .reservedType),
+            (bytes(hex: "0000000a 01 26"), .unknownType),
+            (bytes(hex: "00000028 01 20"), .frameTooLarge),  // a retrieveRequest is 37 payload bytes, not 38
             (bytes(hex: "0000000a 01 99"), .unknownType),
         ]
         for (header, code) in early {
@@ -263,4 +264,75 @@ struct MalformedInputTests {
             #expect((error?.message.count ?? 0) > 10)
         }
     }
+}
+
+extension Malformed {
+    /// A refusal: code ‖ message (as raw bytes).
+    static func refusal(_ code: UInt16, _ message: [UInt8] = []) -> [UInt8] { be16(code) + text(message) }
+    /// A receipt's stored outcome: address ‖ public key ‖ signature.
+    static let stored = Golden.addressA.bytes + Golden.publicKey + Golden.signature
+
+    static let retrievalCases: [MalformedCase] = [
+        .init("retrieve request with no payload", frame(type: t.retrieveRequest, payload: []), .truncated),
+        .init("retrieve request cut inside its address", frame(type: t.retrieveRequest, payload: be32(7) + Array(Golden.addressA.bytes[..<20])), .truncated),
+        .init("retrieve request without hopsLeft", frame(type: t.retrieveRequest, payload: be32(7) + Golden.addressA.bytes), .truncated),
+        .init("retrieve request with a byte after hopsLeft", frame(type: t.retrieveRequest, payload: be32(7) + Golden.addressA.bytes + [1, 0]), .frameTooLarge),
+        .init("retrieve request with 9 hops left", frame(type: t.retrieveRequest, payload: be32(7) + Golden.addressA.bytes + [9]), .invalidValue),
+        .init("retrieve request with 255 hops left", frame(type: t.retrieveRequest, payload: be32(7) + Golden.addressA.bytes + [0xff]), .invalidValue),
+
+        .init("retrieve delivery with no payload", frame(type: t.retrieveDelivery, payload: []), .truncated),
+        .init("retrieve delivery without its outcome", frame(type: t.retrieveDelivery, payload: be32(7)), .truncated),
+        .init("retrieve delivery outcome 0x02", frame(type: t.retrieveDelivery, payload: be32(7) + [2] + oneChunk), .invalidValue),
+        .init("retrieve delivery outcome 0xff", frame(type: t.retrieveDelivery, payload: be32(7) + [0xff]), .invalidValue),
+        .init("retrieve delivery of a chunk without its size", frame(type: t.retrieveDelivery, payload: be32(7) + [0]), .truncated),
+        .init("retrieve delivery of a chunk with an empty payload", frame(type: t.retrieveDelivery, payload: be32(7) + [0] + chunk(0)), .invalidChunkSize),
+        .init("retrieve delivery of a chunk of 11 bytes carrying 5", frame(type: t.retrieveDelivery, payload: be32(7) + [0] + be16(11) + [1, 2, 3, 4, 5]), .countExceedsPayload),
+        .init("retrieve delivery of a chunk announcing 4105 bytes", frame(type: t.retrieveDelivery, payload: be32(7) + [0] + be16(4105) + oneChunk), .invalidChunkSize),
+        .init("retrieve delivery of a 4097-byte payload (more than the type's largest payload)",
+              frame(type: t.retrieveDelivery, payload: be32(7) + [0] + chunk(4097)), .frameTooLarge),
+        .init("retrieve delivery with a byte after its chunk", frame(type: t.retrieveDelivery, payload: be32(7) + [0] + oneChunk + [0]), .trailingBytes),
+        .init("retrieve delivery refusal code 0", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(0)), .unknownEnumValue),
+        .init("retrieve delivery refusal code 7", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(7)), .unknownEnumValue),
+        .init("retrieve delivery refusal without its message", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + be16(1)), .truncated),
+        .init("retrieve delivery refusal message of 257 bytes", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + be16(1) + be16(257)), .textLengthOutOfRange),
+        .init("retrieve delivery refusal message not UTF-8", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(1, [0x61, 0xc3])), .invalidUTF8),
+        .init("retrieve delivery refusal followed by a chunk", frame(type: t.retrieveDelivery, payload: be32(7) + [1] + refusal(1) + oneChunk), .trailingBytes),
+
+        .init("want-have with no payload", frame(type: t.wantHave, payload: []), .truncated),
+        .init("want-have of no addresses", frame(type: t.wantHave, payload: be32(9) + be16(0)), .countOutOfRange),
+        .init("want-have of 257 addresses", frame(type: t.wantHave, payload: be32(9) + be16(257)), .countOutOfRange),
+        .init("want-have of 2 addresses carrying 1", frame(type: t.wantHave, payload: be32(9) + be16(2) + Golden.addressA.bytes), .countExceedsPayload),
+        .init("want-have of 256 addresses carrying none", frame(type: t.wantHave, payload: be32(9) + be16(256)), .countExceedsPayload),
+        .init("want-have with a byte after its addresses", frame(type: t.wantHave, payload: be32(9) + be16(1) + Golden.addressA.bytes + [0]), .trailingBytes),
+        .init("want-have announcing one byte more than 256 addresses",
+              be32(UInt32(MessageType.wantHave.payloadBytesMax + 3)) + [1, t.wantHave], .frameTooLarge),
+
+        .init("presence with no payload", frame(type: t.presence, payload: []), .truncated),
+        .init("presence bitvector of no bytes", frame(type: t.presence, payload: be32(9) + be16(0)), .countOutOfRange),
+        .init("presence bitvector of 33 bytes", frame(type: t.presence, payload: be32(9) + be16(33) + .init(repeating: 0xff, count: 32)), .countOutOfRange),
+        .init("presence bitvector of 4 bytes carrying 2", frame(type: t.presence, payload: be32(9) + be16(4) + [1, 2]), .countExceedsPayload),
+        .init("presence with a byte beyond its bitvector", frame(type: t.presence, payload: be32(9) + be16(1) + [1, 1]), .trailingBytes),
+
+        .init("push with no payload", frame(type: t.pushChunk, payload: []), .truncated),
+        .init("push without hopsLeft", frame(type: t.pushChunk, payload: be32(10)), .truncated),
+        .init("push with 9 hops left", frame(type: t.pushChunk, payload: be32(10) + [9] + oneChunk), .invalidValue),
+        .init("push without its chunk", frame(type: t.pushChunk, payload: be32(10) + [3]), .truncated),
+        .init("push of a chunk with an empty payload", frame(type: t.pushChunk, payload: be32(10) + [3] + chunk(0)), .invalidChunkSize),
+        .init("push of a chunk of 11 bytes carrying 5", frame(type: t.pushChunk, payload: be32(10) + [3] + be16(11) + [1, 2, 3, 4, 5]), .countExceedsPayload),
+        .init("push with a byte after its chunk", frame(type: t.pushChunk, payload: be32(10) + [3] + oneChunk + [0]), .trailingBytes),
+        .init("push of a 4097-byte payload (more than the type's largest payload)",
+              frame(type: t.pushChunk, payload: be32(10) + [3] + chunk(4097)), .frameTooLarge),
+
+        .init("receipt with no payload", frame(type: t.receipt, payload: []), .truncated),
+        .init("receipt outcome 0x02", frame(type: t.receipt, payload: be32(10) + [2] + stored), .invalidValue),
+        .init("receipt without its public key", frame(type: t.receipt, payload: be32(10) + [0] + Golden.addressA.bytes), .truncated),
+        .init("receipt cut inside its signature", frame(type: t.receipt, payload: be32(10) + [0] + Array(stored.dropLast())), .truncated),
+        .init("receipt with a byte after its signature", frame(type: t.receipt, payload: be32(10) + [0] + stored + [0]), .trailingBytes),
+        .init("receipt refusal code 0xffff", frame(type: t.receipt, payload: be32(10) + [1] + refusal(0xffff)), .unknownEnumValue),
+        .init("receipt refusal message with a surrogate", frame(type: t.receipt, payload: be32(10) + [1] + refusal(5, [0xed, 0xa0, 0x80])), .invalidUTF8),
+        .init("receipt refusal message of 300 bytes", frame(type: t.receipt, payload: be32(10) + [1] + be16(5) + be16(300)), .textLengthOutOfRange),
+        .init("receipt refusal with a byte after its message", frame(type: t.receipt, payload: be32(10) + [1] + refusal(5, [0x61]) + [0]), .trailingBytes),
+        .init("receipt announcing one byte more than its largest payload",
+              be32(UInt32(MessageType.receipt.payloadBytesMax + 3)) + [1, t.receipt], .frameTooLarge),
+    ]
 }

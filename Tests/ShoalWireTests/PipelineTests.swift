@@ -55,9 +55,9 @@ struct EmbeddedPipelineTests {
     func malformedInbound() throws {
         let channel = try makeChannel()
         let error = #expect(throws: WireError.self) {
-            try channel.writeInbound(ByteBuffer(bytes: frame(type: 0x20, payload: [])))
+            try channel.writeInbound(ByteBuffer(bytes: frame(type: 0x26, payload: [])))
         }
-        #expect(error?.code == .reservedType)
+        #expect(error?.code == .unknownType)
         _ = try? channel.finish()
     }
 

@@ -50,6 +50,18 @@ struct RandomMessages {
         return String(scalars)
     }
 
+    /// A chunk whose payload is mostly small, which keeps the tests fast; the ends of 1…4096
+    /// still come up.
+    mutating func chunk() -> DeliveredChunk {
+        let size = random.next() % 4 == 0 ? count(1...Chunk.payloadMax) : count(1...64)
+        return DeliveredChunk(span: u64(), payload: random.bytes(size))
+    }
+
+    mutating func refusal() -> Refusal {
+        let code = [Refusal.Code.notFound, .hopLimit, .overloaded, .shuttingDown, .notStored, .loop][Int(random.next() % 6)]
+        return Refusal(code: code, message: text(bytesMax: ProtocolLimits.messageTextBytesMax))
+    }
+
     mutating func message() -> Message {
         switch MessageType.allCases[Int(random.next() % UInt64(MessageType.allCases.count))] {
         case .hello:
@@ -83,15 +95,27 @@ struct RandomMessages {
         case .wantedHashes:
             return .wantedHashes(WantedHashes(ruid: u32(), bitvector: random.bytes(count(0...WireFormat.wantedBitvectorBytesMax))))
         case .chunkDelivery:
-            let chunks = (0..<count(1...ProtocolLimits.deliveryChunksMax)).map { _ in
-                // Mostly small payloads keep the tests fast; the ends of 1…4096 still come up.
-                let size = random.next() % 4 == 0 ? count(1...Chunk.payloadMax) : count(1...64)
-                return DeliveredChunk(span: u64(), payload: random.bytes(size))
-            }
+            let chunks = (0..<count(1...ProtocolLimits.deliveryChunksMax)).map { _ in chunk() }
             return .chunkDelivery(ChunkDelivery(ruid: u32(), chunks: chunks))
         case .streamError:
             let code = [StreamError.Code.binNotServed, .rangeEvicted, .overloaded, .badRequest, .shuttingDown][Int(random.next() % 5)]
             return .streamError(StreamError(ruid: u32(), code: code, message: text(bytesMax: ProtocolLimits.messageTextBytesMax)))
+        case .retrieveRequest:
+            return .retrieveRequest(RetrieveRequest(ruid: u32(), address: address(), hopsLeft: UInt8(count(0...ProtocolLimits.retrieveHopsMax))))
+        case .retrieveDelivery:
+            let outcome: RetrieveDelivery.Outcome = random.next() % 2 == 0 ? .chunk(chunk()) : .refused(refusal())
+            return .retrieveDelivery(RetrieveDelivery(ruid: u32(), outcome: outcome))
+        case .wantHave:
+            return .wantHave(WantHave(ruid: u32(), addresses: (0..<count(1...ProtocolLimits.presenceBatchMax)).map { _ in address() }))
+        case .presence:
+            return .presence(Presence(ruid: u32(), bitvector: random.bytes(count(1...WireFormat.presenceBitvectorBytesMax))))
+        case .pushChunk:
+            return .pushChunk(PushChunk(ruid: u32(), hopsLeft: UInt8(count(0...ProtocolLimits.pushHopsMax)), chunk: chunk()))
+        case .receipt:
+            let outcome: Receipt.Outcome = random.next() % 2 == 0
+                ? .stored(.init(address: address(), publicKey: random.bytes(32), signature: random.bytes(64)))
+                : .refused(refusal())
+            return .receipt(Receipt(ruid: u32(), outcome: outcome))
         case .peersRequest:
             return .peersRequest(PeersRequest(limit: UInt16(count(1...ProtocolLimits.hivePeersMax))))
         case .peers:

@@ -68,6 +68,10 @@ public struct PeerSync: Sendable {
         case close(Goodbye.Reason, String, sayGoodbye: Bool)
         /// Hive traffic for the supervisor.
         case hive(Message)
+        /// Retrieval, presence and push traffic (`retrieveRequest`, `retrieveDelivery`,
+        /// `wantHave`, `presence`, `pushChunk`, `receipt`): not pull sync, so this machine
+        /// neither checks nor answers it; the shell hands it to the node's retrieval side.
+        case retrieval(Message)
     }
 
     /// A store write: chunks of one stream, and the seal of the offer they complete.
@@ -297,6 +301,8 @@ public struct PeerSync: Sendable {
             return fault(.malformedRequest("handshake message after the handshake"))
         case .peersRequest, .peers:
             return [.hive(message)]
+        case .retrieveRequest, .retrieveDelivery, .wantHave, .presence, .pushChunk, .receipt:
+            return [.retrieval(message)]
         }
     }
 

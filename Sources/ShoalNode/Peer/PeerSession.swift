@@ -321,6 +321,8 @@ actor PeerSession {
                 }
             case .hive(let message):
                 pending += await hiveReceived(message)
+            case .retrieval(let message):
+                messages += retrievalReceived(message)
             }
         }
         machine.checkInvariants()
@@ -345,6 +347,44 @@ actor PeerSession {
                 return machine.faultDetected(fault)
             }
         default:
+            return []
+        }
+    }
+
+    /// Retrieval, presence and push, answered from the local store only, for now: a
+    /// `retrieveRequest` with the chunk, or at once with a `notFound` refusal (nothing is
+    /// forwarded, whatever hops it has left); a `wantHave` with a `presence` bit for each
+    /// address we store. This node asks nothing and pushes nothing yet, so a
+    /// `retrieveDelivery`, `presence` or `receipt` arrives unasked, and a `pushChunk` has no
+    /// one to store or forward it: each is logged at debug and dropped, not a fault. The
+    /// retrieval and push machines that come next take these over, with their own request
+    /// budgets (these answers are bounded only by the peer reading them).
+    private func retrievalReceived(_ message: Message) -> [Message] {
+        switch message {
+        case .retrieveRequest(let request):
+            let outcome: RetrieveDelivery.Outcome
+            do {
+                if let chunk = try context.store.read({ try $0.rawChunk(request.address) }) {
+                    context.chunksServed.add(1, ordering: .relaxed)
+                    outcome = .chunk(DeliveredChunk(span: chunk.span, payload: chunk.payload))
+                } else {
+                    outcome = .refused(Refusal(code: .notFound, message: "not stored here"))
+                }
+            } catch {
+                log(.error, "store read failed: \(error)")
+                outcome = .refused(Refusal(code: .overloaded, message: "store read failed"))
+            }
+            return [.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: outcome))]
+        case .wantHave(let want):
+            do {
+                return [.presence(Presence(ruid: want.ruid, present: try context.store.has(want.addresses)))]
+            } catch {
+                // Presence has no refusal: the asker's timeout takes it for unanswered, which it is.
+                log(.error, "store read failed: \(error)")
+                return []
+            }
+        default:
+            log(.debug, "dropped an unasked \(message.type) (no retrieval or push of ours is running)")
             return []
         }
     }
