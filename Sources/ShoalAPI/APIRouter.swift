@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import Logging
 import ShoalCore
@@ -41,7 +42,7 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | method and path | answer |
 /// |---|---|
 /// | `POST /chunks` | body span ‖ payload; 201 (stored) or 200 (already stored) with `UploadResponse` |
-/// | `GET /chunks/{address}` | 200 with span ‖ payload (`application/octet-stream`), 404 when absent |
+/// | `GET /chunks/{address}` | 200 with span ‖ payload (`application/octet-stream`) from the store or, on a miss, the network (`Shoal-Local: true` or `?local=true`: the store only); 404 when absent |
 /// | `GET /status` | `NodeStatus` |
 /// | `GET /peers` | `[PeerStatus]` |
 /// | `GET /topology`, `POST /peers`, `DELETE /peers/{overlay}` | the table, dialling, disconnecting (`addPeerRoutes`) |
@@ -73,8 +74,8 @@ public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, metr
     router.post("/chunks") { request, context in
         try await uploadChunk(request, context: context, node: node)
     }
-    router.get("/chunks/:address") { _, context in
-        try getChunk(context: context, node: node)
+    router.get("/chunks/:address") { request, context in
+        try await getChunk(request, context: context, node: node)
     }
     router.get("/status") { _, _ in
         try JSONBody.response(try node.status(), status: .ok)
@@ -129,17 +130,35 @@ private func uploadChunk(_ request: Request, context: APIRequestContext, node: s
         status: .ok, headers: [.location: "/chunks/\(address)"])
 }
 
-private func getChunk(context: APIRequestContext, node: some NodeAPIBacking) throws -> Response {
+/// The local store first; on a miss the network (retrieval), unless `Shoal-Local: true`,
+/// `?local=true` or `HEAD` keeps the request on this node. `Shoal-Source` says where the
+/// chunk came from.
+private func getChunk(_ request: Request, context: APIRequestContext, node: some NodeAPIBacking) async throws -> Response {
     let text = context.parameters.get("address") ?? ""
     guard let address = ChunkAddress(hex: text) else {
         throw APIError(.badRequest, .invalidAddress, "chunk address must be 64 hex digits, got \(text.utf8.count) characters")
     }
-    guard let chunk = try node.chunk(address) else {
-        throw APIError(.notFound, .notFound, "chunk \(address.hex) is not in the local store")
+    // HEAD asks whether the chunk is stored here: never the network.
+    let local = try request.method == .head || localOnly(request)
+    let chunk: Chunk
+    let source: String
+    if let stored = try node.chunk(address) {
+        (chunk, source) = (stored, "local")
+    } else if local {
+        throw APIError(.notFound, .notFound, "chunk \(address.hex) is not in the local store (the network was not asked: local only)")
+    } else {
+        switch try await node.retrieve(address) {
+        case .success(let retrieved):
+            (chunk, source) = (retrieved, "network")
+        case .failure(.overloaded):
+            throw APIError(.serviceUnavailable, .unavailable, "chunk \(address.hex) is not in the local store, and too many retrievals are open to ask the network now")
+        case .failure(let failure):
+            throw APIError(.notFound, .notFound, "chunk \(address.hex) is not in the local store, nor found on the network: \(failure)")
+        }
     }
     let bytes = chunk.serialized
     var buffer = ByteBufferAllocator().buffer(capacity: bytes.count)
     buffer.writeBytes(bytes)
-    return Response(status: .ok, headers: [.contentType: "application/octet-stream"],
+    return Response(status: .ok, headers: [.contentType: "application/octet-stream", HTTPField.Name(FileHeaders.source)!: source],
                     body: ResponseBody(byteBuffer: buffer))
 }

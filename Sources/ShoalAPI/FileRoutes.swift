@@ -13,6 +13,8 @@ public enum FileHeaders {
     public static let pin = "Shoal-Pin"
     public static let tag = "Shoal-Tag"
     public static let local = "Shoal-Local"
+    /// On a chunk's answer: where it came from, `local` (the store) or `network` (retrieval).
+    public static let source = "Shoal-Source"
     public static let waitSeconds = "Shoal-Wait-Seconds"
 
     static func value(_ request: Request, _ name: String) -> String? {
@@ -162,6 +164,11 @@ private func tag(_ context: APIRequestContext, _ tags: UploadTags) throws -> Upl
     return tag
 }
 
+/// `Shoal-Local: true` or `?local=true`: answer from this node's store alone.
+func localOnly(_ request: Request) throws -> Bool {
+    try flag(request, FileHeaders.local) || ["true", "1"].contains(request.uri.queryParameters.get("local") ?? "")
+}
+
 private func flag(_ request: Request, _ name: String) throws -> Bool {
     guard let value = FileHeaders.value(request, name) else { return false }
     switch value.lowercased() {
@@ -304,15 +311,18 @@ private struct FileUpload<Node: NodeAPIBacking> {
 
 // MARK: Download
 
-/// A file's chunks as this node sees them: the local store, and, unless `wait` is nil, a
-/// bounded wait for a missing chunk to arrive by pull sync.
+/// A file's chunks as this node sees them: the local store; unless `local`, the network
+/// (retrieval) for a chunk the store misses; and, unless `wait` is nil, a bounded wait for a
+/// chunk neither had to arrive by pull sync.
 struct NodeChunkSource<Node: NodeAPIBacking>: ChunkSource {
     let node: Node
+    var local = false
     let wait: Duration?
 
     func chunk(_ address: ChunkAddress) async throws -> Chunk? {
         // Not re-hashed here: the reader re-hashes every chunk it gets.
         if let chunk = try node.readStore({ try $0.chunk(address, verify: false) }) { return chunk }
+        if !local, case .success(let chunk) = try await node.retrieve(address) { return chunk }
         guard let wait, await node.waitForChunk(address, timeout: wait) else { return nil }
         return try node.readStore { try $0.chunk(address, verify: false) }
     }
@@ -321,7 +331,7 @@ struct NodeChunkSource<Node: NodeAPIBacking>: ChunkSource {
 private func downloadBytes(_ request: Request, context: APIRequestContext, node: some NodeAPIBacking,
                            metrics: ShoalMetrics) async throws -> Response {
     let root = try reference(context)
-    let local = try flag(request, FileHeaders.local) || ["true", "1"].contains(request.uri.queryParameters.get("local") ?? "")
+    let local = try localOnly(request)
     var waitSeconds = FileLimits.waitSecondsDefault
     if let text = FileHeaders.value(request, FileHeaders.waitSeconds) {
         guard let n = Int(text), (0...FileLimits.waitSecondsMax).contains(n) else {
@@ -330,7 +340,7 @@ private func downloadBytes(_ request: Request, context: APIRequestContext, node:
         }
         waitSeconds = n
     }
-    let source = NodeChunkSource(node: node, wait: local || waitSeconds == 0 ? nil : .seconds(waitSeconds))
+    let source = NodeChunkSource(node: node, local: local, wait: local || waitSeconds == 0 ? nil : .seconds(waitSeconds))
     let reader = try await FileReader.open(root: root, source: source)
 
     var status = HTTPResponse.Status.ok
@@ -383,7 +393,7 @@ private func downloadBytes(_ request: Request, context: APIRequestContext, node:
 
 /// Every chunk of the file `root` in this store, or the error naming what is missing.
 private func treeChunks(_ root: ChunkAddress, node: some NodeAPIBacking) async throws -> (chunks: [ChunkAddress], size: UInt64) {
-    let source = NodeChunkSource(node: node, wait: nil)
+    let source = NodeChunkSource(node: node, local: true, wait: nil)
     let reader = try await FileReader.open(root: root, source: source)
     var chunks: [ChunkAddress] = []
     var named: [ChunkAddress] = []
@@ -442,7 +452,7 @@ private func unpin(_ root: ChunkAddress, node: some NodeAPIBacking) async throws
 private func stewardship(_ root: ChunkAddress, node: some NodeAPIBacking) async throws -> StewardshipResponse {
     let reader: FileReader
     do {
-        reader = try await FileReader.open(root: root, source: NodeChunkSource(node: node, wait: nil))
+        reader = try await FileReader.open(root: root, source: NodeChunkSource(node: node, local: true, wait: nil))
     } catch FileError.missing(let address) {
         return StewardshipResponse(reference: root.hex, isRetrievable: false, chunks: 0, missing: 1, missingSample: [address.hex])
     }
@@ -490,7 +500,7 @@ private func stewardship(_ root: ChunkAddress, node: some NodeAPIBacking) async 
 
 /// Rebuilds what parity allows and stores it, one batch per intermediate.
 private func repair(_ root: ChunkAddress, node: some NodeAPIBacking, metrics: ShoalMetrics) async throws -> RepairResponse {
-    let reader = try await FileReader.open(root: root, source: NodeChunkSource(node: node, wait: nil))
+    let reader = try await FileReader.open(root: root, source: NodeChunkSource(node: node, local: true, wait: nil))
     let outcome = try await reader.rebuildMissing(
         present: { addresses in try node.readStore { r in try addresses.map { try r.has($0) } } },
         store: { chunks in _ = try await node.apply(StoreBatch(chunks: chunks)) })

@@ -11,6 +11,8 @@ public protocol NodeAPIBacking: Sendable {
     func upload(_ chunk: Chunk) async throws -> BatchResult
     /// A chunk from the local store, re-hashed against its address; nil when absent.
     func chunk(_ address: ChunkAddress) throws -> Chunk?
+    /// A chunk from the local store or, on a miss, from the network (retrieval), re-hashed.
+    func retrieve(_ address: ChunkAddress) async throws -> Result<Chunk, RetrievalFailure>
     /// Where a stored chunk sits in the local store; nil when absent.
     func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation?
     func status() throws -> NodeStatus

@@ -25,6 +25,7 @@ public final class Node: Service, Sendable {
     private let context: NodeContext
     /// Topology, dialling and subscriptions.
     private let supervisor: Supervisor
+    private let retrieval: RetrievalService
     private let logger: Logger
     private let state = Locked(RunState())
     /// Held from `init` until `close()` (or until the node is released).
@@ -58,6 +59,7 @@ public final class Node: Service, Sendable {
         var supervisorLimits = Supervisor.Limits()
         supervisorLimits.topology = configuration.topology
         supervisor = Supervisor(context: context, limits: supervisorLimits, seed: UInt64.random(in: .min ... .max))
+        retrieval = RetrievalService(context: context, limits: configuration.retrieval)
     }
 
     /// The addresses our hello names: `advertise` if set; otherwise where we listen, unless
@@ -222,7 +224,7 @@ public final class Node: Service, Sendable {
                     try? await outbound.write(.goodbye(goodbye))
                     return
                 }
-                let session = PeerSession(peer: peer, context: context, supervisor: supervisor, outbound: outbound,
+                let session = PeerSession(peer: peer, context: context, supervisor: supervisor, retrieval: retrieval, outbound: outbound,
                                           close: { channel.close(promise: nil) })
                 // One session per peer: of two connections between the same nodes, the one the
                 // node with the smaller overlay dialled survives.
@@ -247,13 +249,18 @@ public final class Node: Service, Sendable {
                 context.events.log("peer.connected", level: .info, "peer connected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))",
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
                 await supervisor.connected(session)
+                await retrieval.peerConnected(peer.overlay)
                 await session.run(inbound: inbound)
                 let dropped = await session.droppedForFault
                 if dropped { offence(peer) }
                 await supervisor.disconnected(session, bannedUntilMs: dropped ? bannedUntil(peer.overlay) ?? 0 : nil)
-                context.sessions.withLock { sessions in
-                    if sessions[peer.overlay] === session { sessions[peer.overlay] = nil }
+                let current = context.sessions.withLock { sessions -> Bool in
+                    guard sessions[peer.overlay] === session else { return false }
+                    sessions[peer.overlay] = nil
+                    return true
                 }
+                // A session that was replaced leaves the peer connected through its successor.
+                if current { await retrieval.peerDisconnected(peer.overlay) }
                 context.events.log("peer.disconnected", level: .info, "peer disconnected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))"])
             }
         } catch {
@@ -343,6 +350,22 @@ public final class Node: Service, Sendable {
     /// A chunk from the local store, re-hashed against its address.
     public func chunk(_ address: ChunkAddress) throws -> Chunk? {
         try store.get(address, verify: true)
+    }
+
+    /// A chunk from the local store or, when it is not there, from the network (forwarding
+    /// Kademlia, `Docs/Retrieval.md`): the connected peer closest to the address is asked, which
+    /// serves it or asks one closer; a miss moves on to the next peer, up to the attempt limit.
+    /// The chunk is re-hashed against its address either way. Concurrent calls for the same
+    /// address share one fetch. The chunk is not stored here (the caller keeps it or not).
+    public func retrieve(_ address: ChunkAddress) async throws -> Result<Chunk, RetrievalFailure> {
+        if let chunk = try store.get(address, verify: true) { return .success(chunk) }
+        return await retrieval.retrieve(address)
+    }
+
+    /// Retrieval now: the peers it may ask, the fetches open, and what it has done since the
+    /// node started.
+    public func retrievalStatus() async -> RetrievalStatus {
+        await retrieval.status()
     }
 
     public func status() throws -> NodeStatus {

@@ -30,6 +30,8 @@ public struct NodeConfiguration: Sendable {
     public var peerRecordsMax = 10_000
     public var peerRecordsCheckInterval: Duration = .seconds(30)
     public var session = SessionLimits()
+    /// Retrieval: attempts, timeouts per hop, hops, and what one peer may keep open with us.
+    public var retrieval = RetrievalLimits()
     /// Bounds on inbound connections and the penalty box for addresses that keep offending
     /// (see `InboundLimits`). Outbound connections (to `peers`) never count against them.
     public var inboundLimits = InboundLimits()

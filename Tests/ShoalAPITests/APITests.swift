@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import ShoalAPI
@@ -80,11 +81,25 @@ struct ChunkEndpointTests {
         }
     }
 
-    @Test func aChunkNotStoredIs404() async throws {
+    /// A miss asks the network (here: nobody, no peer is connected) unless the request says
+    /// local only; a stored chunk says it came from the store.
+    @Test func aChunkNotStoredIs404AndSaysWhetherTheNetworkWasAsked() async throws {
+        let chunk = SeededChunks.chunks(count: 1, size: 100, seed: 31)[0]
         try await withTestNode { node in
             try await withAPI(node) { client in
-                let response = try await client.get("/chunks/\(String(repeating: "ab", count: 32))")
+                let missing = String(repeating: "ab", count: 32)
+                let response = try await client.get("/chunks/\(missing)")
                 try expectError(response, .notFound, .notFound)
+                #expect(String(decoding: response.body.bytes, as: UTF8.self).contains("nor found on the network: no peer to ask"))
+                let localOnly = try await client.get("/chunks/\(missing)?local=true")
+                try expectError(localOnly, .notFound, .notFound)
+                #expect(String(decoding: localOnly.body.bytes, as: UTF8.self).contains("the network was not asked"))
+                let header = try await client.execute(uri: "/chunks/\(missing)", method: .get, headers: [HTTPField.Name("Shoal-Local")!: "true"])
+                #expect(String(decoding: header.body.bytes, as: UTF8.self).contains("the network was not asked"))
+                _ = try await client.upload(chunk)
+                let stored = try await client.get("/chunks/\(chunk.address.hex)?local=true")
+                #expect(stored.status == .ok && stored.body.bytes == chunk.serialized)
+                #expect(stored.headers[HTTPField.Name("Shoal-Source")!] == "local")
             }
         }
     }

@@ -6,10 +6,12 @@ import ShoalStore
 import ShoalTestSupport
 import Testing
 
-/// Retrieval and presence as a node answers them today, from its own store: a peer that asks
-/// for a chunk gets it, or `notFound` at once; a presence query gets a bit for each address
-/// stored; answers and pushes nobody asked for are dropped without ending the connection.
-/// The asking peer B is played through the transport, so the test sees A's answers.
+/// Retrieval and presence as a node answers a peer: a chunk it stores is served; one it lacks
+/// is refused at once when the request has no hop left, or when no peer closer than the asker
+/// is connected; a presence query gets a bit for each address stored; presence answers and
+/// pushes nobody asked for are dropped without ending the connection, while a retrieval answer
+/// to a request never made is a protocol violation. The asking peer B is played through the
+/// transport, so the test sees A's answers.
 @Suite(.serialized)
 struct NodeRetrievalTests {
     @Test(.timeLimit(.minutes(1)))
@@ -26,9 +28,11 @@ struct NodeRetrievalTests {
                 .retrieveRequest(RetrieveRequest(ruid: 1, address: held[0].address, hopsLeft: 3)),
                 .retrieveRequest(RetrieveRequest(ruid: 2, address: missing.address, hopsLeft: 0)),
                 .wantHave(WantHave(ruid: 3, addresses: [held[1].address, missing.address, held[2].address, held[0].address])),
+                // Hops left, but A's only peer is B, the asker: nobody to forward to.
+                .retrieveRequest(RetrieveRequest(ruid: 4, address: missing.address, hopsLeft: 3)),
             ])
             var iterator = inbound.makeAsyncIterator()
-            return try await retrievalAnswers(&iterator, count: 3)
+            return try await retrievalAnswers(&iterator, count: 4)
         }
 
         guard case .retrieveDelivery(let found)? = answers[1], case .chunk(let delivered) = found.outcome else {
@@ -40,7 +44,12 @@ struct NodeRetrievalTests {
             Issue.record("no refusal for request 2: \(String(describing: answers[2]))")
             return
         }
-        #expect(refusal.code == .notFound)
+        #expect(refusal.code == .hopLimit)
+        guard case .retrieveDelivery(let nobody)? = answers[4], case .refused(let refusal4) = nobody.outcome else {
+            Issue.record("no refusal for request 4: \(String(describing: answers[4]))")
+            return
+        }
+        #expect(refusal4.code == .notFound)
         guard case .presence(let presence)? = answers[3] else {
             Issue.record("no presence for request 3: \(String(describing: answers[3]))")
             return
@@ -61,7 +70,6 @@ struct NodeRetrievalTests {
         let (_, b) = try await a.dialAsRogue(seed: 94, port: port)
         let answers = try await b.channel.executeThenClose { inbound, outbound in
             try await outbound.write(contentsOf: [
-                .retrieveDelivery(RetrieveDelivery(ruid: 5, outcome: .chunk(DeliveredChunk(pushed)))),
                 .presence(Presence(ruid: 6, present: [true])),
                 .pushChunk(PushChunk(ruid: 7, hopsLeft: 2, chunk: DeliveredChunk(pushed))),
                 .receipt(Receipt(ruid: 8, outcome: .refused(Refusal(code: .notStored, message: "full")))),
@@ -79,6 +87,102 @@ struct NodeRetrievalTests {
         #expect(try a.node.store.count() == 1)
         #expect(await a.node.peers().count == 1, "B is still connected")
         await a.stop()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aRetrievalAnswerToARequestNeverMadeDropsThePeer() async throws {
+        let a = try RunningNode(name: "a")
+        let port = try await a.startedPort()
+        let stray = SeededChunks.chunks(count: 1, size: 100, seed: 25)[0]
+        let (_, b) = try await a.dialAsRogue(seed: 95, port: port)
+        let goodbye = try await b.channel.executeThenClose { inbound, outbound -> Goodbye? in
+            try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: 7_000, outcome: .chunk(DeliveredChunk(stray)))))
+            for try await message in inbound { if case .goodbye(let g) = message { return g } }
+            return nil
+        }
+        #expect(goodbye?.reason == .protocolViolation)
+        #expect(try a.node.chunk(stray.address) == nil)
+        await a.stop()
+    }
+}
+
+/// Retrieval across real nodes: A asks B, which does not hold the chunk and forwards the
+/// request to C, closer to the chunk's address; the answer comes back along the path, B keeps
+/// a copy, and a peer that answers with the wrong chunk is dropped and the caller told.
+/// C is played through the transport, so it syncs nothing and answers only what the test says.
+@Suite(.serialized)
+struct NodeForwardingTests {
+    /// B, a scripted peer C dialled in to it, a chunk closer to C than to B, and A connected to
+    /// B alone (C listens nowhere, so hive cannot tell A how to reach it).
+    static func line(seed: UInt64) async throws -> (a: RunningNode, b: RunningNode, c: EstablishedConnection, chunk: Chunk) {
+        let b = try RunningNode(name: "b")
+        let bPort = try await b.startedPort()
+        let (cConfiguration, c) = try await b.dialAsRogue(seed: seed, port: bPort)
+        var chunks = SeededChunks(seed: seed)
+        var chunk = chunks.chunk(size: 200)
+        while !(Retrieval.distance(cConfiguration.identity.overlay, chunk.address) < Retrieval.distance(b.node.overlay, chunk.address)) {
+            chunk = chunks.chunk(size: 200)
+        }
+        let a = try RunningNode(name: "a", peers: ["127.0.0.1:\(bPort)"])
+        _ = try await a.start()
+        try await eventually("A connects to B") { await a.node.peers().count == 1 }
+        try await eventually("B's retrieval may ask A and C") { await b.node.retrievalStatus().peers == 2 }
+        try await eventually("A's retrieval may ask B") { await a.node.retrievalStatus().peers == 1 }
+        return (a, b, c, chunk)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aRetrievalIsForwardedOneHopCloserAndTheChunkComesBack() async throws {
+        let (a, b, c, chunk) = try await Self.line(seed: 96)
+        let script = Task {
+            try await c.channel.executeThenClose { inbound, outbound -> UInt8? in
+                for try await message in inbound {
+                    guard case .retrieveRequest(let request) = message, request.address == chunk.address else { continue }
+                    try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: .chunk(DeliveredChunk(chunk)))))
+                    // Stay until B has the answer (closing at once could cut it off).
+                    try await Task.sleep(for: .milliseconds(200))
+                    return request.hopsLeft
+                }
+                return nil
+            }
+        }
+        let result = try await a.node.retrieve(chunk.address)
+        #expect(result == .success(chunk))
+        #expect(try await script.value == RetrievalLimits().hopsMax - 1, "B forwards with one hop less than A granted")
+        try await eventually("B keeps the chunk it forwarded") { try b.node.chunk(chunk.address) != nil }
+        #expect(await b.node.retrievalStatus().counters.forwarded == 1)
+        await a.stop()
+        await b.stop()
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func theWrongChunkFromUpstreamDropsThatPeerAndTheCallerHearsNotFound() async throws {
+        let (a, b, c, chunk) = try await Self.line(seed: 97)
+        let other = SeededChunks.chunks(count: 1, size: 200, seed: 98)[0]
+        let script = Task {
+            try await c.channel.executeThenClose { inbound, outbound -> Goodbye? in
+                for try await message in inbound {
+                    switch message {
+                    case .retrieveRequest(let request) where request.address == chunk.address:
+                        try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: .chunk(DeliveredChunk(other)))))
+                    case .goodbye(let goodbye):
+                        return goodbye
+                    default:
+                        continue
+                    }
+                }
+                return nil
+            }
+        }
+        let result = try await a.node.retrieve(chunk.address)
+        guard case .failure(.notFound) = result else {
+            Issue.record("expected not found, got \(result)")
+            return
+        }
+        #expect(try await script.value?.reason == .protocolViolation, "B drops C for the wrong chunk")
+        #expect(try b.node.chunk(other.address) == nil && b.node.chunk(chunk.address) == nil)
+        await a.stop()
+        await b.stop()
     }
 }
 

@@ -12,7 +12,7 @@ public struct RetrievalLimits: Sendable, Equatable {
     public var attemptPerHopMs: UInt64 = 500
     /// Hops a request may travel from its origin (the count goes on the wire and shrinks by one
     /// at each forward; a request that arrives with none left is answered from the store alone).
-    public var hopsMax: UInt8 = 8
+    public var hopsMax = UInt8(ProtocolLimits.retrieveHopsMax)
     /// Fetches open at once, at most (local and forwarded); beyond it a request is refused
     /// as overloaded at once.
     public var fetchesMax = 4_096
@@ -41,6 +41,9 @@ public enum RetrievalFailure: Error, Sendable, Equatable, CustomStringConvertibl
     case overloaded
     /// The asking peer is already on this address's path (a loop).
     case loop
+    /// The caller stopped waiting (its task was cancelled). The machine never ends a fetch
+    /// with this; the shell answers a cancelled caller with it.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -48,6 +51,7 @@ public enum RetrievalFailure: Error, Sendable, Equatable, CustomStringConvertibl
         case .hopLimit: "hop limit reached"
         case .overloaded: "too many retrievals open"
         case .loop: "the request came back along its own path"
+        case .cancelled: "cancelled"
         }
     }
 }
@@ -144,6 +148,9 @@ public struct Retrieval: Sendable {
 
     public init(base: OverlayAddress, limits: RetrievalLimits = RetrievalLimits()) {
         self.base = base
+        var limits = limits
+        // More would not go on the wire.
+        limits.hopsMax = min(limits.hopsMax, UInt8(ProtocolLimits.retrieveHopsMax))
         self.limits = limits
     }
 

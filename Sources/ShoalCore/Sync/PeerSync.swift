@@ -36,6 +36,12 @@ public struct PeerSync: Sendable {
         public var requestsBurstMax = 1024
         public var streamInfoPerSecondMax = 16
         public var streamInfoBurstMax = 64
+        /// Retrieval, presence and push requests a second from one peer (each asks for one
+        /// chunk or one presence batch): 65,536 chunks a second is 268 MB/s, more than one
+        /// peer's link carries; what a request costs us beyond a store read is bounded by the
+        /// retrieval machine's per-peer limit.
+        public var retrievalRequestsPerSecondMax = 65_536
+        public var retrievalRequestsBurstMax = 16_384
         public var serverRequestsMax = 2 * Proximity.binCount + 8
         /// Request slots of a connection (the bits of a request ID above its sequence).
         public static let slotsMax = UInt32(1) << (32 - SyncStreamClient.ruidSequenceBits)
@@ -142,6 +148,7 @@ public struct PeerSync: Sendable {
     private var lastPingMs: UInt64
     private var requestBudget: RequestBudget
     private var streamInfoBudget: RequestBudget
+    private var retrievalBudget: RequestBudget
     private var serveTokens: Double
     private var serveToppedUpMs: UInt64
     private var deliveryQueue: [(ruid: RequestID, addresses: [ChunkAddress])] = []
@@ -174,6 +181,7 @@ public struct PeerSync: Sendable {
         server = SyncServer(limits: serverLimits)
         requestBudget = RequestBudget(perSecond: limits.requestsPerSecondMax, burst: limits.requestsBurstMax)
         streamInfoBudget = RequestBudget(perSecond: limits.streamInfoPerSecondMax, burst: limits.streamInfoBurstMax)
+        retrievalBudget = RequestBudget(perSecond: limits.retrievalRequestsPerSecondMax, burst: limits.retrievalRequestsBurstMax)
         serveTokens = Double(limits.servedChunksPerSecondMax)
         serveToppedUpMs = now
         historyAllowed = max(1, min(limits.historyStreamsInitial, limits.historyStreamsMax))
@@ -256,6 +264,11 @@ public struct PeerSync: Sendable {
         guard !closing else { return [] }
         lastHeardMs = now
         switch message {
+        case .retrieveRequest, .wantHave, .pushChunk:
+            // Retrieval has a budget of its own: a downloader asks for a chunk per request.
+            guard retrievalBudget.take(nowMs: now) else {
+                return fault(.flooding("more than \(limits.retrievalRequestsPerSecondMax) retrieval requests a second"))
+            }
         case .streamInfoRequest, .getRange, .ping:
             guard requestBudget.take(nowMs: now) else {
                 return fault(.flooding("more than \(limits.requestsPerSecondMax) requests a second"))

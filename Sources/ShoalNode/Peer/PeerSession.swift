@@ -35,6 +35,8 @@ actor PeerSession {
     nonisolated let peer: PeerInfo
     private let context: NodeContext
     private let supervisor: Supervisor
+    /// Where retrieval requests we do not serve from the store, and answers to ours, go.
+    private let retrieval: RetrievalService
     /// The peer's hive traffic: rate limits and which entries are worth passing on.
     private var hive = HiveMachine()
     private let outbound: NIOAsyncChannelOutboundWriter<Message>
@@ -58,6 +60,9 @@ actor PeerSession {
         var radius: Int?
         /// Messages to send (hive), at most `outgoingMax`; beyond it they are dropped.
         var outgoing: [Message] = []
+        /// Faults of the peer that other parts of the node found (retrieval: a wrong chunk),
+        /// at most `outgoingMax`.
+        var faults: [PeerFault] = []
     }
 
     /// Messages waiting in the mailbox at most: a peer that reads nothing does not make the
@@ -69,11 +74,12 @@ actor PeerSession {
         case cancel([UInt8])
     }
 
-    init(peer: PeerInfo, context: NodeContext, supervisor: Supervisor, outbound: NIOAsyncChannelOutboundWriter<Message>,
-         close: @escaping @Sendable () -> Void) {
+    init(peer: PeerInfo, context: NodeContext, supervisor: Supervisor, retrieval: RetrievalService,
+         outbound: NIOAsyncChannelOutboundWriter<Message>, close: @escaping @Sendable () -> Void) {
         self.peer = peer
         self.context = context
         self.supervisor = supervisor
+        self.retrieval = retrieval
         self.outbound = outbound
         self.closeChannel = close
         machine = PeerSync(peer: peer.overlay, base: context.overlay, epoch: peer.epoch, limits: context.limits.sync,
@@ -116,6 +122,15 @@ actor PeerSession {
         wake.yield()
     }
 
+    /// The peer misbehaved in a part of the node outside this session (retrieval): the
+    /// session's machine scores it, or drops it, as it would a fault it found itself.
+    nonisolated func reportFault(_ fault: PeerFault) {
+        mailbox.withLock { box in
+            if box.faults.count < Self.outgoingMax { box.faults.append(fault) }
+        }
+        wake.yield()
+    }
+
     nonisolated func radiusChanged(_ radius: Int) {
         mailbox.withLock { $0.radius = radius }
         wake.yield()
@@ -131,6 +146,7 @@ actor PeerSession {
         if !cancels.isEmpty { await perform(machine.cancel(cancels, now: now)) }
         if !subscribes.isEmpty { await perform(machine.subscribe(subscribes, now: now)) }
         await send(box.outgoing)
+        for fault in box.faults { await perform(machine.faultDetected(fault)) }
         if !box.grown.isEmpty {
             let cursors = box.grown.sorted { $0.key < $1.key }.map { (bin: $0.key, cursor: $0.value) }
             await perform(machine.binsGrew(cursors, now: now))
@@ -322,7 +338,9 @@ actor PeerSession {
             case .hive(let message):
                 pending += await hiveReceived(message)
             case .retrieval(let message):
-                messages += retrievalReceived(message)
+                let (answers, more) = await retrievalReceived(message)
+                messages += answers
+                pending += more
             }
         }
         machine.checkInvariants()
@@ -351,41 +369,52 @@ actor PeerSession {
         }
     }
 
-    /// Retrieval, presence and push, answered from the local store only, for now: a
-    /// `retrieveRequest` with the chunk, or at once with a `notFound` refusal (nothing is
-    /// forwarded, whatever hops it has left); a `wantHave` with a `presence` bit for each
-    /// address we store. This node asks nothing and pushes nothing yet, so a
-    /// `retrieveDelivery`, `presence` or `receipt` arrives unasked, and a `pushChunk` has no
-    /// one to store or forward it: each is logged at debug and dropped, not a fault. The
-    /// retrieval and push machines that come next take these over, with their own request
-    /// budgets (these answers are bounded only by the peer reading them).
-    private func retrievalReceived(_ message: Message) -> [Message] {
+    /// Retrieval, presence and push. A `retrieveRequest` is answered from our store when it
+    /// holds the chunk, else handed to the node's retrieval (`RetrievalService`), which forwards
+    /// it closer or refuses it; a `retrieveDelivery` answering one of ours is re-hashed here
+    /// and handed over (a chunk that cannot be one is the peer's fault). A `wantHave` gets a
+    /// `presence` bit for each address we store. This node pushes nothing yet, and asks no
+    /// presence: a `presence` or `receipt` arrives unasked, and a `pushChunk` has no one to
+    /// store or forward it; each is logged at debug and dropped, not a fault.
+    private func retrievalReceived(_ message: Message) async -> (messages: [Message], actions: [PeerSync.Action]) {
         switch message {
         case .retrieveRequest(let request):
-            let outcome: RetrieveDelivery.Outcome
             do {
                 if let chunk = try context.store.read({ try $0.rawChunk(request.address) }) {
                     context.chunksServed.add(1, ordering: .relaxed)
-                    outcome = .chunk(DeliveredChunk(span: chunk.span, payload: chunk.payload))
-                } else {
-                    outcome = .refused(Refusal(code: .notFound, message: "not stored here"))
+                    return ([.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: .chunk(DeliveredChunk(span: chunk.span, payload: chunk.payload))))], [])
                 }
             } catch {
                 log(.error, "store read failed: \(error)")
-                outcome = .refused(Refusal(code: .overloaded, message: "store read failed"))
+                return ([.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: .refused(Refusal(code: .overloaded, message: "store read failed"))))], [])
             }
-            return [.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: outcome))]
+            await retrieval.peerRequest(request, from: peer.overlay)
+            return ([], [])
+        case .retrieveDelivery(let delivery):
+            switch delivery.outcome {
+            case .chunk(let delivered):
+                let chunk: Chunk
+                do {
+                    chunk = try Chunk(span: delivered.span, payload: delivered.payload)
+                } catch {
+                    return ([], machine.faultDetected(.invalidChunk("retrieval delivery: \(error)")))
+                }
+                await retrieval.peerDelivered(chunk, from: peer.overlay, ruid: delivery.ruid)
+            case .refused(let refusal):
+                await retrieval.peerRefused(refusal, from: peer.overlay, ruid: delivery.ruid)
+            }
+            return ([], [])
         case .wantHave(let want):
             do {
-                return [.presence(Presence(ruid: want.ruid, present: try context.store.has(want.addresses)))]
+                return ([.presence(Presence(ruid: want.ruid, present: try context.store.has(want.addresses)))], [])
             } catch {
                 // Presence has no refusal: the asker's timeout takes it for unanswered, which it is.
                 log(.error, "store read failed: \(error)")
-                return []
+                return ([], [])
             }
         default:
-            log(.debug, "dropped an unasked \(message.type) (no retrieval or push of ours is running)")
-            return []
+            log(.debug, "dropped an unasked \(message.type) (no push or presence query of ours is running)")
+            return ([], [])
         }
     }
 
