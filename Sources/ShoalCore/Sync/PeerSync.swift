@@ -13,7 +13,8 @@
 public struct PeerSync: Sendable {
     public struct Limits: Sendable, Equatable {
         /// History requests out at once, at most, and at the start (before the peer's delivery
-        /// rate is known). Each is one offer of up to 256 chunks (1 MiB).
+        /// rate is known; each batch delivered then allows one more, see `slowStart`). Each is
+        /// one offer of up to 256 chunks (1 MiB).
         public var historyStreamsMax = 64
         public var historyStreamsInitial = 4
         /// Ask for about this much of the peer's measured delivery rate at once (request
@@ -141,6 +142,8 @@ public struct PeerSync: Sendable {
     /// Chunks per second the peer delivered (smoothed), 0 until measured.
     public private(set) var deliveryRate: Double = 0
     private var deliveredInSample = 0
+    /// Chunks delivered toward the next slow-start step (`slowStart`).
+    private var slowStartDelivered = 0
     private var sampleStartMs: UInt64
     private var sampleHadDemand = false
     private var lastProgressMs: UInt64
@@ -438,6 +441,19 @@ public struct PeerSync: Sendable {
     /// Measures the delivery rate and sets how many history requests may be out: about
     /// `queueTimeMs` of the rate, never more than twice the last allowance (the rate measured
     /// while the allowance limited it says little about what the link could carry).
+    /// Until the first rate sample, each offer batch's worth of chunks delivered allows one
+    /// more history request (TCP's slow start: the window doubles every round trip while every
+    /// request is answered). A fast peer fills the window within milliseconds instead of the
+    /// first sample's second; a slow one delivers little before the sample, which then sets the
+    /// window from the rate.
+    private mutating func slowStart(delivered: Int) {
+        guard delivered > 0, deliveryRate == 0, historyAllowed < limits.historyStreamsMax else { return }
+        slowStartDelivered += delivered
+        let batch = limits.client.offerBatchMax
+        historyAllowed = min(limits.historyStreamsMax, historyAllowed + slowStartDelivered / batch)
+        slowStartDelivered %= batch
+    }
+
     private mutating func sampleRate(now: UInt64) {
         if historyActive.count >= historyAllowed || hasHistoryWaiting { sampleHadDemand = true }
         let elapsed = now - min(now, sampleStartMs)
@@ -517,6 +533,7 @@ public struct PeerSync: Sendable {
         let r = run(&streams[slot]!)
         streamDeadlines[slot] = r.deadline
         deliveredInSample += r.delivered
+        slowStart(delivered: r.delivered)
         subscriptions[r.bin]?.status.offered += r.offered
         return perform(slot: slot, bin: r.bin, liveFrom: r.liveFrom, r.actions, now: now)
     }
