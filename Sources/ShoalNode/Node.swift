@@ -381,7 +381,8 @@ public final class Node: Service, Sendable {
                           chunksReceived: context.chunksReceived.load(ordering: .relaxed),
                           chunksDuplicate: context.chunksDuplicate.load(ordering: .relaxed),
                           connections: .init(inbound: state.withLock { $0.listener?.status },
-                                             outbound: context.sessions.withLock { $0.values.count(where: { $0.peer.outbound }) }))
+                                             outbound: context.sessions.withLock { $0.values.count(where: { $0.peer.outbound }) }),
+                          retrieval: context.retrieval.withLock { $0 })
     }
 
     /// The Kademlia table: depth, radius, bins, connected peers and the bins synced from each.

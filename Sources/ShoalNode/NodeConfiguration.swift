@@ -71,6 +71,8 @@ public struct NodeStatus: Sendable, Equatable, Codable {
     public var chunksDuplicate: Int
     /// Connections: inbound (with their limits and what was refused) and outbound.
     public var connections: Connections
+    /// Retrieval: peers it may ask, fetches open, and its counters (nil from an older node).
+    public var retrieval: RetrievalStatus?
 
     public struct Connections: Sendable, Equatable, Codable {
         /// Nil until the node listens.

@@ -26,6 +26,8 @@ final class NodeContext: Sendable {
     let depth = Atomic<Int>(0)
     /// Readers on this node waiting for chunks to arrive.
     let arrivals = ChunkArrivals()
+    /// Retrieval as its actor last published it (for `/status`, without awaiting the actor).
+    let retrieval = Locked(RetrievalStatus())
 
     init(overlay: OverlayAddress, store: Store, writer: StoreWriter, inFlight: InFlightChunks, logger: Logger,
          limits: SessionLimits, clock: any ShoalClock) {

@@ -57,6 +57,7 @@ actor RetrievalService {
         guard let continuation = callers.removeValue(forKey: id) else { return }
         machine.cancel(id: id, address: address)
         machine.checkInvariants()
+        publish()
         continuation.resume(returning: .failure(.cancelled))
     }
 
@@ -64,6 +65,7 @@ actor RetrievalService {
 
     func peerConnected(_ peer: OverlayAddress) {
         machine.peerConnected(peer)
+        publish()
     }
 
     func peerDisconnected(_ peer: OverlayAddress) {
@@ -122,7 +124,13 @@ actor RetrievalService {
             }
         }
         machine.checkInvariants()
+        publish()
         startTicking()
+    }
+
+    /// What `/status` shows, read without asking this actor.
+    private func publish() {
+        context.retrieval.withLock { $0 = status() }
     }
 
     private func session(_ peer: OverlayAddress) -> PeerSession? {
@@ -163,5 +171,12 @@ public struct RetrievalStatus: Sendable, Equatable, Codable {
     public var peers: Int
     /// Addresses being fetched now.
     public var openFetches: Int
+    /// Since the node started: requests (ours and peers'), those forwarded for peers, joined to
+    /// an open fetch, delivered, failed; peers asked (`attempts`), timeouts, refusals received,
+    /// late replies, loops and overloads refused.
     public var counters: Retrieval.Counters
+
+    public init(peers: Int = 0, openFetches: Int = 0, counters: Retrieval.Counters = .init()) {
+        (self.peers, self.openFetches, self.counters) = (peers, openFetches, counters)
+    }
 }
