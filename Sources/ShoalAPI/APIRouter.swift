@@ -46,6 +46,7 @@ public struct UploadResponse: Codable, Sendable, Equatable {
 /// | `GET /status` | `NodeStatus` |
 /// | `GET /peers` | `[PeerStatus]` |
 /// | `GET /topology`, `POST /peers`, `DELETE /peers/{overlay}` | the table, dialling, disconnecting (`addPeerRoutes`) |
+/// | `POST /downloads`, `GET /downloads`, `GET /downloads/{id}`, `DELETE /downloads/{id}` | the downloader (`addDownloadRoutes`) |
 /// | `GET /health` | 200 `{"status": "ok", "version"}` while the process answers |
 /// | `GET /readiness` | 200 `{"status": "ready"}` once the node serves, else 503 |
 /// | files, pins, stewardship, tags | `addFileRoutes` (`Docs/API.md`) |
@@ -95,6 +96,7 @@ public func makeRouter(node: some NodeAPIBacking, log: ThrottledLog? = nil, metr
         return try JSONBody.response(["status": "ready"], status: .ok)
     }
     addPeerRoutes(to: router, node: node, limits: peerLimits)
+    addDownloadRoutes(to: router, node: node)
     addFileRoutes(to: router, node: node, tags: tags, metrics: metrics)
     addMonitoringRoutes(to: router, node: node, metrics: metrics)
     return router

@@ -32,6 +32,13 @@ public protocol NodeAPIBacking: Sendable {
     func connect(_ address: String) async throws -> PeerInfo
     /// Ends the session with a connected peer (goodbye); false when it is not connected.
     func disconnect(_ overlay: OverlayAddress) async -> Bool
+    /// Starts a download of `addresses` (durable when it returns); throws `DownloadRejected`.
+    func startDownload(_ addresses: [ChunkAddress], policy: DownloadPolicy, hints: [OverlayAddress]) async throws -> DownloadReport
+    /// A running download, or one that ended since the node started.
+    func download(_ id: DownloadID) async -> DownloadReport?
+    func downloadList() async -> [DownloadReport]
+    /// Cancels a running download; false when none runs under `id`.
+    func cancelDownload(_ id: DownloadID) async -> Bool
 }
 
 /// A chunk's place in the local store: its bin and its bin ID there.

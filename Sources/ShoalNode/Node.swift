@@ -26,6 +26,7 @@ public final class Node: Service, Sendable {
     /// Topology, dialling and subscriptions.
     private let supervisor: Supervisor
     private let retrieval: RetrievalService
+    private let downloads: DownloadService
     private let logger: Logger
     private let state = Locked(RunState())
     /// Held from `init` until `close()` (or until the node is released).
@@ -60,6 +61,10 @@ public final class Node: Service, Sendable {
         supervisorLimits.topology = configuration.topology
         supervisor = Supervisor(context: context, limits: supervisorLimits, seed: UInt64.random(in: .min ... .max))
         retrieval = RetrievalService(context: context, limits: configuration.retrieval)
+        downloads = DownloadService(context: context, supervisor: supervisor, limits: configuration.downloads,
+                                    seed: UInt64.random(in: .min ... .max))
+        let downloads = self.downloads
+        context.onStored.withLock { $0.append { addresses in Task { await downloads.stored(addresses) } } }
     }
 
     /// The addresses our hello names: `advertise` if set; otherwise where we listen, unless
@@ -91,6 +96,8 @@ public final class Node: Service, Sendable {
             $0.listener = listener
             $0.transport = transport
         }
+        // Downloads a restart interrupted go on (nothing stored is fetched again).
+        await downloads.restoreOnce()
         if configuration.listenPort == 0 {
             // Bound to an ephemeral port: peers learn the real one from our hello.
             try transport.advertise(advertised(port: listener.localPort))
@@ -224,7 +231,8 @@ public final class Node: Service, Sendable {
                     try? await outbound.write(.goodbye(goodbye))
                     return
                 }
-                let session = PeerSession(peer: peer, context: context, supervisor: supervisor, retrieval: retrieval, outbound: outbound,
+                let session = PeerSession(peer: peer, context: context, supervisor: supervisor, retrieval: retrieval, downloads: downloads,
+                                          outbound: outbound,
                                           close: { channel.close(promise: nil) })
                 // One session per peer: of two connections between the same nodes, the one the
                 // node with the smaller overlay dialled survives.
@@ -250,6 +258,7 @@ public final class Node: Service, Sendable {
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
                 await supervisor.connected(session)
                 await retrieval.peerConnected(peer.overlay)
+                await downloads.peerConnected(peer.overlay)
                 await session.run(inbound: inbound)
                 let dropped = await session.droppedForFault
                 if dropped { offence(peer) }
@@ -260,7 +269,10 @@ public final class Node: Service, Sendable {
                     return true
                 }
                 // A session that was replaced leaves the peer connected through its successor.
-                if current { await retrieval.peerDisconnected(peer.overlay) }
+                if current {
+                    await retrieval.peerDisconnected(peer.overlay)
+                    await downloads.peerDisconnected(peer.overlay)
+                }
                 context.events.log("peer.disconnected", level: .info, "peer disconnected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))"])
             }
         } catch {
@@ -360,6 +372,36 @@ public final class Node: Service, Sendable {
     public func retrieve(_ address: ChunkAddress) async throws -> Result<Chunk, RetrievalFailure> {
         if let chunk = try store.get(address, verify: true) { return .success(chunk) }
         return await retrieval.retrieve(address)
+    }
+
+    // MARK: Downloads
+
+    /// Starts downloading `addresses` (at most `DownloadLimits.chunksPerDownloadMax`) from the
+    /// peers that have them (`Docs/Retrieval.md`); what is stored counts as done at once. The
+    /// download's record is durable when this returns; after a restart it resumes.
+    public func startDownload(_ addresses: [ChunkAddress], policy: DownloadPolicy = .eagerPin,
+                              hints: [OverlayAddress] = []) async throws -> DownloadReport {
+        var id: DownloadID
+        repeat {
+            id = DownloadID(Address32(w0: .random(in: .min ... .max), w1: .random(in: .min ... .max),
+                                      w2: .random(in: .min ... .max), w3: .random(in: .min ... .max)))
+        } while await downloads.status(id) != nil
+        return try await downloads.start(id, addresses: addresses, policy: policy, hints: hints)
+    }
+
+    /// A download that runs, or one that ended since the node started; nil for an unknown ID.
+    public func download(_ id: DownloadID) async -> DownloadReport? {
+        await downloads.status(id)
+    }
+
+    /// The downloads that run, then those that ended since the node started.
+    public func downloadList() async -> [DownloadReport] {
+        await downloads.list()
+    }
+
+    /// Cancels a running download; false when none runs under `id`.
+    public func cancelDownload(_ id: DownloadID) async -> Bool {
+        await downloads.cancel(id)
     }
 
     /// Retrieval now: the peers it may ask, the fetches open, and what it has done since the

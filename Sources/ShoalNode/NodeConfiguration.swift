@@ -32,6 +32,8 @@ public struct NodeConfiguration: Sendable {
     public var session = SessionLimits()
     /// Retrieval: attempts, timeouts per hop, hops, and what one peer may keep open with us.
     public var retrieval = RetrievalLimits()
+    /// The downloader: requests in flight, retries and back-offs, budgets (`DownloadLimits`).
+    public var downloads = DownloadLimits()
     /// Bounds on inbound connections and the penalty box for addresses that keep offending
     /// (see `InboundLimits`). Outbound connections (to `peers`) never count against them.
     public var inboundLimits = InboundLimits()

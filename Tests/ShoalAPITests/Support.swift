@@ -108,4 +108,10 @@ struct FailingNode: NodeAPIBacking {
     func topology() async -> TopologyStatus { .empty }
     func connect(_ address: String) async throws -> PeerInfo { try await dial(address) }
     func disconnect(_ overlay: OverlayAddress) async -> Bool { false }
+    func startDownload(_ addresses: [ChunkAddress], policy: DownloadPolicy, hints: [OverlayAddress]) async throws -> DownloadReport {
+        throw StoreError(.system, failure)
+    }
+    func download(_ id: DownloadID) async -> DownloadReport? { nil }
+    func downloadList() async -> [DownloadReport] { [] }
+    func cancelDownload(_ id: DownloadID) async -> Bool { false }
 }

@@ -384,9 +384,12 @@ public struct Retrieval: Sendable {
         deadlines[address] = nil
     }
 
+    /// Request IDs 1…2³¹−1: the upper half is the downloader's, on the same connections.
+    public static let ruidMax: UInt32 = (1 << 31) - 1
+
     private mutating func issueRuid() -> UInt32 {
         let ruid = nextRuid
-        nextRuid = nextRuid == .max ? 1 : nextRuid + 1
+        nextRuid = nextRuid == Self.ruidMax ? 1 : nextRuid + 1
         return ruid
     }
 

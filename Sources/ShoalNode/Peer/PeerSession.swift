@@ -37,6 +37,8 @@ actor PeerSession {
     private let supervisor: Supervisor
     /// Where retrieval requests we do not serve from the store, and answers to ours, go.
     private let retrieval: RetrievalService
+    /// Where answers to the downloader's requests (request IDs with `DownloadService.ruidFlag`) go.
+    private let downloads: DownloadService
     /// The peer's hive traffic: rate limits and which entries are worth passing on.
     private var hive = HiveMachine()
     private let outbound: NIOAsyncChannelOutboundWriter<Message>
@@ -74,8 +76,9 @@ actor PeerSession {
         case cancel([UInt8])
     }
 
-    init(peer: PeerInfo, context: NodeContext, supervisor: Supervisor, retrieval: RetrievalService,
+    init(peer: PeerInfo, context: NodeContext, supervisor: Supervisor, retrieval: RetrievalService, downloads: DownloadService,
          outbound: NIOAsyncChannelOutboundWriter<Message>, close: @escaping @Sendable () -> Void) {
+        self.downloads = downloads
         self.peer = peer
         self.context = context
         self.supervisor = supervisor
@@ -389,6 +392,17 @@ actor PeerSession {
                 return ([.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: .refused(Refusal(code: .overloaded, message: "store read failed"))))], [])
             }
             await retrieval.peerRequest(request, from: peer.overlay)
+            return ([], [])
+        case .retrieveDelivery(let delivery) where delivery.ruid & DownloadService.ruidFlag != 0:
+            switch delivery.outcome {
+            case .chunk(let delivered):
+                guard let chunk = try? Chunk(span: delivered.span, payload: delivered.payload) else {
+                    return ([], machine.faultDetected(.invalidChunk("download delivery: not a chunk")))
+                }
+                await downloads.answered(delivery.ruid, from: peer.overlay, chunk: chunk)
+            case .refused:
+                await downloads.answered(delivery.ruid, from: peer.overlay, chunk: nil)
+            }
             return ([], [])
         case .retrieveDelivery(let delivery):
             switch delivery.outcome {

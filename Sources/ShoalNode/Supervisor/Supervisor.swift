@@ -104,6 +104,20 @@ actor Supervisor {
         adopted.append(connection)
     }
 
+    /// Dials a peer the table knows an address of (the downloader's hint); false when it knows
+    /// none, or the peer is banned or refused. Whether the dial works shows as a connect, or as
+    /// nothing (the downloader counts a dial unreported for a while as failed).
+    func dialKnown(_ overlay: OverlayAddress) -> Bool {
+        let now = context.clock.wallMs()
+        guard overlay != context.overlay, sessions[overlay] == nil, let known = topology.peer(overlay),
+              !known.isBanned(nowMs: now), (operatorRefused[overlay] ?? 0) <= now,
+              let address = known.addresses.first else { return false }
+        if topology.isDialling(overlay) { return true }
+        topology.dialStarted(overlay)
+        dialQueue.append((overlay, address))
+        return true
+    }
+
     private func takeDials() -> [(overlay: OverlayAddress?, address: String)] {
         defer { dialQueue = [] }
         return dialQueue

@@ -1,0 +1,92 @@
+import NIOCore
+import ShoalCore
+import ShoalNode
+import ShoalStore
+import ShoalTestSupport
+import Testing
+
+/// The downloader in a real node: B downloads chunks from a peer C that holds them (played
+/// through the transport, so it syncs nothing and answers only retrieval requests), stores
+/// them, and ends the download; a chunk nobody has fails the download, naming it; the store
+/// keeps the download's record (done or failed) and no fetch entry once it ended.
+@Suite(.serialized)
+struct NodeDownloadTests {
+    /// Answers every retrieval request from `held`, and "not found" for the rest, until the
+    /// connection ends; returns the requests it saw.
+    static func serve(_ connection: EstablishedConnection, held: [ChunkAddress: Chunk]) -> Task<[RetrieveRequest], Error> {
+        Task {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                var seen: [RetrieveRequest] = []
+                for try await message in inbound {
+                    guard case .retrieveRequest(let request) = message else { continue }
+                    seen.append(request)
+                    let outcome: RetrieveDelivery.Outcome = held[request.address].map { .chunk(DeliveredChunk($0)) }
+                        ?? .refused(Refusal(code: .notFound, message: "not here"))
+                    try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: outcome)))
+                }
+                return seen
+            }
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aDownloadFetchesFromThePeerThatHasTheChunksAndEnds() async throws {
+        let b = try RunningNode(name: "b")
+        let port = try await b.startedPort()
+        let (c, connection) = try await b.dialAsRogue(seed: 101, port: port)
+        let chunks = SeededChunks.chunks(count: 40, size: 512, seed: 41)
+        let script = Self.serve(connection, held: Dictionary(uniqueKeysWithValues: chunks.map { ($0.address, $0) }))
+        try await eventually("B may ask C") { await b.node.retrievalStatus().peers == 1 }
+
+        let started = try await b.node.startDownload(chunks.map(\.address), hints: [c.identity.overlay])
+        var report = started
+        try await eventually("the download ends") {
+            report = try #require(await b.node.download(started.id))
+            return report.outcome != nil
+        }
+        #expect(report.outcome == .completed)
+        for chunk in chunks { #expect(try b.node.chunk(chunk.address) == chunk) }
+        // Ended: its record says done, with every chunk counted, and no fetch entry is left.
+        let records = try b.node.store.read { try $0.downloads() }
+        #expect(records.map(\.root) == [started.id.key])
+        let record = try #require(records.first?.record)
+        #expect(record.state == .done && record.chunksDone == 40 && record.chunksTotal == 40)
+        #expect(try b.node.store.read { try $0.fetchSet().count } == 0)
+        await b.stop()
+        let requests = try await script.value
+        #expect(requests.count >= chunks.count)
+        #expect(requests.allSatisfy { $0.hopsLeft == 0 && $0.ruid & (1 << 31) != 0 }, "the downloader asks the peer itself, in its own request IDs")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aChunkNobodyHasFailsTheDownloadAndSaysWhich() async throws {
+        let b = try RunningNode(name: "b") { configuration in
+            configuration.downloads.attemptsPerPeerMax = 2
+            configuration.downloads.retryDelayMinMs = 20
+            configuration.downloads.providerWaitMaxMs = 2_000
+        }
+        let port = try await b.startedPort()
+        let (_, connection) = try await b.dialAsRogue(seed: 102, port: port)
+        let held = SeededChunks.chunks(count: 5, size: 300, seed: 42)
+        let nowhere = SeededChunks.chunks(count: 1, size: 300, seed: 43)[0]
+        let script = Self.serve(connection, held: Dictionary(uniqueKeysWithValues: held.map { ($0.address, $0) }))
+        try await eventually("B may ask C") { await b.node.retrievalStatus().peers == 1 }
+
+        let started = try await b.node.startDownload(held.map(\.address) + [nowhere.address])
+        #expect(try b.node.store.read { try $0.downloads().count } <= 1)
+        var report = started
+        try await eventually("the download ends", within: .seconds(30)) {
+            report = try #require(await b.node.download(started.id))
+            return report.outcome != nil
+        }
+        guard case .failed(let missing, let count)? = report.outcome else {
+            Issue.record("expected a failed download, got \(String(describing: report.outcome))")
+            return
+        }
+        #expect(count == 1)
+        #expect(missing.map(\.address) == [nowhere.address])
+        for chunk in held { #expect(try b.node.chunk(chunk.address) == chunk, "what could be fetched is kept") }
+        await b.stop()
+        _ = try await script.value
+    }
+}
