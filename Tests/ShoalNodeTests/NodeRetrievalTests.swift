@@ -89,6 +89,40 @@ struct NodeRetrievalTests {
         await a.stop()
     }
 
+    /// More retrieval requests at once than the per-peer budget's burst: the peer is dropped
+    /// for flooding, and the node goes on serving others. (The budget is made small here: at
+    /// the default, 65,536 a second, a node answering each request is itself the bottleneck on
+    /// this machine, so a flood from one peer is slowed by its own socket before the budget.)
+    @Test(.timeLimit(.minutes(1)))
+    func aFloodOfRetrievalRequestsDropsThePeer() async throws {
+        let a = try RunningNode(name: "a") { configuration in
+            configuration.session.sync.retrievalRequestsPerSecondMax = 200
+            configuration.session.sync.retrievalRequestsBurstMax = 100
+        }
+        let port = try await a.startedPort()
+        let burst = 100
+        let (_, b) = try await a.dialAsRogue(seed: 96, port: port)
+        let missing = SeededChunks.chunks(count: 1, size: 100, seed: 27)[0].address
+        let goodbye = try await b.channel.executeThenClose { inbound, outbound -> Goodbye? in
+            let flood = (0..<(burst + 2_000)).map { Message.retrieveRequest(RetrieveRequest(ruid: UInt32($0 + 1), address: missing, hopsLeft: 0)) }
+            // The node may close before all of it is written.
+            try? await outbound.write(contentsOf: flood)
+            for try await message in inbound { if case .goodbye(let g) = message { return g } }
+            return nil
+        }
+        #expect(goodbye?.reason == .protocolViolation)
+        #expect(goodbye?.message.contains("retrieval requests a second") == true, "\(String(describing: goodbye))")
+        // Still serving: another peer connects and is answered.
+        let (_, c) = try await a.dialAsRogue(seed: 97, port: port)
+        let answers = try await c.channel.executeThenClose { inbound, outbound in
+            try await outbound.write(.retrieveRequest(RetrieveRequest(ruid: 1, address: missing, hopsLeft: 0)))
+            var iterator = inbound.makeAsyncIterator()
+            return try await retrievalAnswers(&iterator, count: 1)
+        }
+        #expect(answers[1] != nil)
+        await a.stop()
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func aRetrievalAnswerToARequestNeverMadeDropsThePeer() async throws {
         let a = try RunningNode(name: "a")
