@@ -142,6 +142,10 @@ public struct StoreReader {
     /// Distinct chunks held by at least one pin.
     public func pinnedChunkCount() throws -> Int { try txn.count(tables.pinned) }
 
+    public func download(_ root: ChunkAddress) throws -> DownloadRecord? {
+        try txn.get(tables.downloads, root)
+    }
+
     public func downloads(limit: Int = .max) throws -> [(root: ChunkAddress, record: DownloadRecord)] {
         try collect(tables.downloads, limit: limit)
     }

@@ -58,6 +58,37 @@ struct NodeDownloadTests {
         #expect(requests.allSatisfy { $0.hopsLeft == 0 && $0.ruid & (1 << 31) != 0 }, "the downloader asks the peer itself, in its own request IDs")
     }
 
+    /// A restart in the middle: the download is rebuilt from the store with what it had, and
+    /// asks for none of the chunks it stored before.
+    @Test(.timeLimit(.minutes(1)))
+    func aDownloadInterruptedByARestartGoesOnAndFetchesNothingStoredAgain() async throws {
+        let b = try RunningNode(name: "b")
+        let port = try await b.startedPort()
+        let chunks = SeededChunks.chunks(count: 20, size: 256, seed: 44)
+        let first = Array(chunks.prefix(8))
+        let (_, before) = try await b.dialAsRogue(seed: 103, port: port)
+        let script1 = Self.serve(before, held: Dictionary(uniqueKeysWithValues: first.map { ($0.address, $0) }))
+        try await eventually("B may ask C") { await b.node.retrievalStatus().peers == 1 }
+        let started = try await b.node.startDownload(chunks.map(\.address))
+        try await eventually("the first 8 are stored") { try first.allSatisfy { try b.node.chunk($0.address) != nil } }
+
+        let address = try await b.restart(peers: [])
+        _ = try await script1.value
+        let resumed = try #require(await b.node.download(started.id), "the download is known after the restart")
+        #expect(resumed.outcome == nil, "it runs again")
+        #expect(resumed.status?.progress.done == 8 && resumed.status?.progress.total == 20)
+
+        let (_, after) = try await b.dialAsRogue(seed: 104, port: try #require(Int(address.split(separator: ":").last!)))
+        let script2 = Self.serve(after, held: Dictionary(uniqueKeysWithValues: chunks.map { ($0.address, $0) }))
+        try await eventually("the download ends") { await b.node.download(started.id)?.outcome != nil }
+        #expect(await b.node.download(started.id)?.outcome == .completed)
+        for chunk in chunks { #expect(try b.node.chunk(chunk.address) == chunk) }
+        await b.stop()
+        let asked = Set(try await script2.value.map(\.address))
+        #expect(asked.isDisjoint(with: first.map(\.address)), "nothing stored before the restart is asked for again")
+        #expect(asked == Set(chunks.dropFirst(8).map(\.address)))
+    }
+
     @Test(.timeLimit(.minutes(1)))
     func aChunkNobodyHasFailsTheDownloadAndSaysWhich() async throws {
         let b = try RunningNode(name: "b") { configuration in

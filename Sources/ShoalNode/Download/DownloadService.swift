@@ -72,7 +72,15 @@ actor DownloadService {
             return DownloadReport(id: id, status: status, missing: machine.missing(of: id, limit: DownloadReport.missingListed), outcome: nil)
         }
         if let outcome = ended[id] { return DownloadReport(id: id, status: nil, missing: [], outcome: outcome) }
-        return nil
+        // Ended before a restart: the store's record says how (without the chunks it missed).
+        guard let record = try? context.store.read({ try $0.download(id.key) }) else { return nil }
+        switch record.state {
+        case .done: return DownloadReport(id: id, status: nil, missing: [], outcome: .completed)
+        case .failed:
+            let missing = Int(record.chunksTotal - min(record.chunksTotal, record.chunksDone))
+            return DownloadReport(id: id, status: nil, missing: [], outcome: .failed(missing: [], missingCount: missing))
+        case .active, .paused: return nil
+        }
     }
 
     func list() async -> [DownloadReport] {
