@@ -73,7 +73,8 @@ struct NodeDownloadTests {
         try await eventually("the first 8 are stored") { try first.allSatisfy { try b.node.chunk($0.address) != nil } }
 
         let address = try await b.restart(peers: [])
-        _ = try await script1.value
+        // The restart closed C's connection, perhaps under an answer it was writing.
+        _ = try? await script1.value
         let resumed = try #require(await b.node.download(started.id), "the download is known after the restart")
         #expect(resumed.outcome == nil, "it runs again")
         #expect(resumed.status?.progress.done == 8 && resumed.status?.progress.total == 20)

@@ -27,6 +27,9 @@ actor DownloadService {
     private var requests: [RequestID: FetchRequest] = [:]
     /// Downloads that ended since the node started, with how, for `status`.
     private var ended: [DownloadID: DownloadOutcome] = [:]
+    /// Downloads the machine ended whose records are being committed: neither running nor
+    /// ended yet for a caller, who waits the moment it takes.
+    private var endingIDs = Set<DownloadID>()
     private var endedOrder: [DownloadID] = []
     private static let endedKept = 256
     private var ticking = false
@@ -68,6 +71,11 @@ actor DownloadService {
     /// A live download's status, or how an ended one ended.
     func status(_ id: DownloadID) async -> DownloadReport? {
         await restoreOnce()
+        var waited = 0
+        while endingIDs.contains(id) && waited < 5_000 {
+            try? await Task.sleep(for: .milliseconds(1))
+            waited += 1
+        }
         if let status = machine.status(of: id) {
             return DownloadReport(id: id, status: status, missing: machine.missing(of: id, limit: DownloadReport.missingListed), outcome: nil)
         }
@@ -165,6 +173,8 @@ actor DownloadService {
             var batch = StoreBatch()
             var storing: [ChunkAddress] = []
             var after: [DownloadAction] = []
+            /// Downloads that ended: told only once the batch with their records committed.
+            var endings: [(DownloadID, DownloadOutcome)] = []
             let wall = context.clock.wallMs(), mono = now
             for action in pending {
                 switch action {
@@ -201,8 +211,8 @@ actor DownloadService {
                 case .progress, .chunkFailed:
                     break
                 case .finished(let id, let outcome):
-                    remember(id, outcome)
-                    logger.info("download ended", metadata: ["download": "\(id.key.hex.prefix(16))", "outcome": "\(outcome)"])
+                    endings.append((id, outcome))
+                    endingIDs.insert(id)
                 case .fault(let peer, let fault):
                     context.sessions.withLock { $0[peer] }?.reportFault(fault)
                 case .peerDropped(let peer):
@@ -211,14 +221,20 @@ actor DownloadService {
             }
             machine.checkInvariants()
             pending = after
-            guard !batch.isEmpty else { continue }
-            do {
-                let result = try await context.writer.apply(batch)
-                context.committed(result)
-                for address in storing { pending += machine.stored(address, now: now) }
-            } catch {
-                logger.error("download store write failed: \(error)")
-                for address in storing { pending += machine.storeFailed(address, now: now) }
+            if !batch.isEmpty {
+                do {
+                    let result = try await context.writer.apply(batch)
+                    context.committed(result)
+                    for address in storing { pending += machine.stored(address, now: now) }
+                } catch {
+                    logger.error("download store write failed: \(error)")
+                    for address in storing { pending += machine.storeFailed(address, now: now) }
+                }
+            }
+            for (id, outcome) in endings {
+                endingIDs.remove(id)
+                remember(id, outcome)
+                logger.info("download ended", metadata: ["download": "\(id.key.hex.prefix(16))", "outcome": "\(outcome)"])
             }
         }
         machine.checkInvariants()
