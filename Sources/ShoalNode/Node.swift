@@ -64,7 +64,11 @@ public final class Node: Service, Sendable {
         downloads = DownloadService(context: context, supervisor: supervisor, limits: configuration.downloads,
                                     seed: UInt64.random(in: .min ... .max))
         let downloads = self.downloads
-        context.onStored.withLock { $0.append { addresses in Task { await downloads.stored(addresses) } } }
+        context.onStored.withLock {
+            $0.append { addresses in
+                if downloads.waitingForChunks.withLock({ $0 }) { Task { await downloads.stored(addresses) } }
+            }
+        }
     }
 
     /// The addresses our hello names: `advertise` if set; otherwise where we listen, unless

@@ -34,6 +34,9 @@ actor DownloadService {
     private static let endedKept = 256
     private var ticking = false
     private var restored = false
+    /// Whether any chunk is in the fetch set, readable without the actor: commits (pull sync
+    /// makes hundreds a second) tell the downloader of their chunks only while it waits for some.
+    nonisolated let waitingForChunks = Locked(false)
     private static let tickStepMs: UInt64 = 100
 
     init(context: NodeContext, supervisor: Supervisor, limits: DownloadLimits, seed: UInt64) {
@@ -238,6 +241,7 @@ actor DownloadService {
             }
         }
         machine.checkInvariants()
+        waitingForChunks.withLock { $0 = machine.fetchSetCount > 0 }
         startTicking()
     }
 
