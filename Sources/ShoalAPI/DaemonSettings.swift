@@ -21,6 +21,9 @@ public struct DaemonSettings: Sendable, Equatable {
     public var networkID: UInt64
     /// nil: unbounded.
     public var capacityChunks: UInt64?
+    /// A light node: no pull sync (`NodeConfiguration.pullSync` false); chunks come by
+    /// retrieval and downloads only.
+    public var light: Bool
     public var logLevel: Logger.Level
     /// Bounds on inbound peer connections (`--inbound-max` and its siblings; see `limitSettings`).
     public var inboundLimits = InboundLimits()
@@ -39,13 +42,14 @@ public struct DaemonSettings: Sendable, Equatable {
     )
 
     public init(dataDirectory: String, listen: HostPort, api: HostPort, peers: [HostPort], networkID: UInt64,
-                capacityChunks: UInt64?, logLevel: Logger.Level) {
+                capacityChunks: UInt64?, light: Bool = false, logLevel: Logger.Level) {
         self.dataDirectory = dataDirectory
         self.listen = listen
         self.api = api
         self.peers = peers
         self.networkID = networkID
         self.capacityChunks = capacityChunks
+        self.light = light
         self.logLevel = logLevel
     }
 
@@ -58,6 +62,7 @@ public struct DaemonSettings: Sendable, Equatable {
         configuration.peers = peers.map(\.description)
         configuration.advertise = advertise.map(\.description)
         configuration.capacityChunks = capacityChunks
+        configuration.pullSync = !light
         configuration.inboundLimits = inboundLimits
         return configuration
     }
@@ -77,14 +82,16 @@ extension DaemonSettings {
         public var advertise: [String]
         public var networkID: String?
         public var capacityChunks: String?
+        /// `--light` (true) or `--no-light` (false); nil when neither was given.
+        public var light: Bool?
         public var logLevel: String?
         public var configFile: String?
         /// Connection limits by their config file key (`inbound-max` …), as typed.
         public var limits: [String: String]
 
         public init(dataDirectory: String? = nil, listen: String? = nil, api: String? = nil, peers: [String] = [],
-                    advertise: [String] = [], networkID: String? = nil, capacityChunks: String? = nil, logLevel: String? = nil,
-                    configFile: String? = nil, limits: [String: String] = [:]) {
+                    advertise: [String] = [], networkID: String? = nil, capacityChunks: String? = nil, light: Bool? = nil,
+                    logLevel: String? = nil, configFile: String? = nil, limits: [String: String] = [:]) {
             self.limits = limits
             self.dataDirectory = dataDirectory
             self.listen = listen
@@ -93,6 +100,7 @@ extension DaemonSettings {
             self.advertise = advertise
             self.networkID = networkID
             self.capacityChunks = capacityChunks
+            self.light = light
             self.logLevel = logLevel
             self.configFile = configFile
         }
@@ -109,11 +117,13 @@ extension DaemonSettings {
         public static let advertise = "SHOAL_ADVERTISE"
         public static let networkID = "SHOAL_NETWORK_ID"
         public static let capacityChunks = "SHOAL_CAPACITY_CHUNKS"
+        /// `true` or `false` (also `yes`/`no`, `1`/`0`).
+        public static let light = "SHOAL_LIGHT"
         public static let logLevel = "SHOAL_LOG_LEVEL"
         /// The config file, when `--config` is not given.
         public static let configFile = "SHOAL_CONFIG"
 
-        public static let all = [dataDirectory, listen, api, peers, advertise, networkID, capacityChunks, logLevel, configFile]
+        public static let all = [dataDirectory, listen, api, peers, advertise, networkID, capacityChunks, light, logLevel, configFile]
             + DaemonSettings.limitSettings.map(\.environment)
     }
 
@@ -171,6 +181,7 @@ extension DaemonSettings {
         if let v = layer.advertise { advertise = v }
         if let v = layer.networkID { networkID = v }
         if let v = layer.capacity { capacityChunks = v.chunks }
+        if let v = layer.light { light = v }
         if let v = layer.logLevel { logLevel = v }
         for setting in DaemonSettings.limitSettings {
             if let v = layer.limits[setting.key] { inboundLimits[keyPath: setting.path] = v }
@@ -271,6 +282,7 @@ private struct Layer {
     var advertise: [HostPort]?
     var networkID: UInt64?
     var capacity: Capacity?
+    var light: Bool?
     var logLevel: Logger.Level?
     /// Connection limits by config file key.
     var limits: [String: Int] = [:]
@@ -294,6 +306,7 @@ private struct Layer {
         }
         if let v = flags.networkID { networkID = try Layer.number(v, origin, "--network-id") }
         if let v = flags.capacityChunks { capacity = try Layer.capacity(v, origin, "--capacity-chunks") }
+        light = flags.light
         if let v = flags.logLevel { logLevel = try Layer.level(v, origin, "--log-level") }
         for setting in DaemonSettings.limitSettings {
             if let v = flags.limits[setting.key] { limits[setting.key] = try Layer.limit(v, origin, "--" + setting.key) }
@@ -311,6 +324,7 @@ private struct Layer {
         if let v = value(Key.advertise) { advertise = try Layer.advertiseList(v, origin, Key.advertise) }
         if let v = value(Key.networkID) { networkID = try Layer.number(v, origin, Key.networkID) }
         if let v = value(Key.capacityChunks) { capacity = try Layer.capacity(v, origin, Key.capacityChunks) }
+        if let v = value(Key.light) { light = try Layer.boolean(v, origin, Key.light) }
         if let v = value(Key.logLevel) { logLevel = try Layer.level(v, origin, Key.logLevel) }
         for setting in DaemonSettings.limitSettings {
             if let v = value(setting.environment) { limits[setting.key] = try Layer.limit(v, origin, setting.environment) }
@@ -353,6 +367,7 @@ private struct Layer {
                 advertise = try Layer.advertiseCount((advertise ?? []) + (try Layer.advertiseList(value, origin, named)), origin, named)
             case "network-id": networkID = try Layer.number(value, origin, named)
             case "capacity-chunks": capacity = try Layer.capacity(value, origin, named)
+            case "light": light = try Layer.boolean(value, origin, named)
             case "log-level": logLevel = try Layer.level(value, origin, named)
             case _ where DaemonSettings.limitSettings.contains(where: { $0.key == key }):
                 limits[key] = try Layer.limit(value, origin, named)
@@ -363,7 +378,7 @@ private struct Layer {
     }
 
     static var fileKeys: [String] {
-        ["data-dir", "listen", "api", "peer", "peers", "advertise", "network-id", "capacity-chunks", "log-level"]
+        ["data-dir", "listen", "api", "peer", "peers", "advertise", "network-id", "capacity-chunks", "light", "log-level"]
             + DaemonSettings.limitSettings.map(\.key)
     }
 
@@ -439,6 +454,14 @@ private struct Layer {
         let n = try number(text, origin, source)
         guard n > 0 else { throw SettingsError(origin, source, "capacity must be at least 1 chunk (or 'unbounded')") }
         return .limited(n)
+    }
+
+    private static func boolean(_ text: String, _ origin: SettingsError.Origin, _ source: String) throws(SettingsError) -> Bool {
+        switch text.lowercased() {
+        case "true", "yes", "1": return true
+        case "false", "no", "0": return false
+        default: throw SettingsError(origin, source, "'\(text)' is neither true nor false (yes/no and 1/0 work too)")
+        }
     }
 
     private static func limit(_ text: String, _ origin: SettingsError.Origin, _ source: String) throws(SettingsError) -> Int {

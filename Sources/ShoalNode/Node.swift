@@ -59,6 +59,7 @@ public final class Node: Service, Sendable {
                               limits: configuration.session, clock: configuration.clock)
         var supervisorLimits = Supervisor.Limits()
         supervisorLimits.topology = configuration.topology
+        supervisorLimits.pullSync = configuration.pullSync
         supervisor = Supervisor(context: context, limits: supervisorLimits, seed: UInt64.random(in: .min ... .max))
         retrieval = RetrievalService(context: context, limits: configuration.retrieval)
         downloads = DownloadService(context: context, supervisor: supervisor, limits: configuration.downloads,
@@ -110,6 +111,9 @@ public final class Node: Service, Sendable {
             logger.warning("listening on \(configuration.listenHost) without an address to advertise: peers cannot tell others where to reach this node (set --advertise host:port)")
         }
         logger.info("listening", metadata: ["listen.address": "\(configuration.listenHost):\(listener.localPort)"])
+        if !configuration.pullSync {
+            logger.info("light node: pull sync off, chunks come by retrieval and downloads only")
+        }
 
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -428,7 +432,7 @@ public final class Node: Service, Sendable {
                           chunksDuplicate: context.chunksDuplicate.load(ordering: .relaxed),
                           connections: .init(inbound: state.withLock { $0.listener?.status },
                                              outbound: context.sessions.withLock { $0.values.count(where: { $0.peer.outbound }) }),
-                          retrieval: context.retrieval.withLock { $0 })
+                          retrieval: context.retrieval.withLock { $0 }, pullSync: configuration.pullSync)
     }
 
     /// The Kademlia table: depth, radius, bins, connected peers and the bins synced from each.

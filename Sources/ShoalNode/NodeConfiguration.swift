@@ -18,6 +18,11 @@ public struct NodeConfiguration: Sendable {
     public var topology = TopologyLimits()
     /// Keep at most this many chunks (farthest bins evicted first); nil for unbounded.
     public var capacityChunks: UInt64?
+    /// Pull what the neighbourhood holds from peers (Docs/Topology.md). False: a light node,
+    /// which keeps no neighbourhood: it subscribes no bin from any peer (it syncs by a radius
+    /// of 32, `SubscriptionPlan.keepsNothing`), and gets chunks only by retrieval and
+    /// downloads. It still serves what it stores, to peers' sync requests too.
+    public var pullSync = true
     public var handshakeTimeout: Duration = .seconds(5)
     /// Back-off between dial attempts to one peer: from `redialDelayMin`, doubling, up to `redialDelayMax`.
     public var redialDelayMin: Duration = .milliseconds(500)
@@ -75,6 +80,9 @@ public struct NodeStatus: Sendable, Equatable, Codable {
     public var connections: Connections
     /// Retrieval: peers it may ask, fetches open, and its counters (nil from an older node).
     public var retrieval: RetrievalStatus?
+    /// False for a light node: it pulls nothing by sync (`NodeConfiguration.pullSync`); nil
+    /// from an older node, which always pulls.
+    public var pullSync: Bool?
 
     public struct Connections: Sendable, Equatable, Codable {
         /// Nil until the node listens.

@@ -16,7 +16,7 @@ struct Start: AsyncParsableCommand {
         abstract: "Run a node: its store, its peer listener and its HTTP API.",
         discussion: """
             Settings come from flags, then environment variables (SHOAL_DATA_DIR, SHOAL_LISTEN, \
-            SHOAL_API, SHOAL_PEERS, SHOAL_ADVERTISE, SHOAL_NETWORK_ID, SHOAL_CAPACITY_CHUNKS, SHOAL_LOG_LEVEL, \
+            SHOAL_API, SHOAL_PEERS, SHOAL_ADVERTISE, SHOAL_NETWORK_ID, SHOAL_CAPACITY_CHUNKS, SHOAL_LIGHT, SHOAL_LOG_LEVEL, \
             SHOAL_INBOUND_MAX, SHOAL_INBOUND_PER_IP_MAX, SHOAL_INBOUND_PER_SUBNET_MAX, SHOAL_HANDSHAKES_MAX, \
             SHOAL_CONFIG), then the config file (key = value lines), then the defaults. \
             When ready, one line goes to stdout: "shoal: listening on HOST:PORT, API on \
@@ -47,6 +47,11 @@ struct Start: AsyncParsableCommand {
     @Option(name: .customLong("capacity-chunks"), help: ArgumentHelp("Keep at most this many chunks, evicting the farthest bins first (default: unbounded).", valueName: "n"))
     var capacityChunks: String?
 
+    @Flag(inversion: .prefixedNo,
+          help: ArgumentHelp("A light node: pull nothing by sync, fetch chunks only on demand (retrieval, downloads); it still serves what it stores. "
+                             + "--no-light overrides SHOAL_LIGHT and the config file. Default: off."))
+    var light: Bool?
+
     @Option(name: .customLong("inbound-max"), help: ArgumentHelp("Inbound peer connections in total (default 256).", valueName: "n"))
     var inboundMax: String?
 
@@ -67,7 +72,7 @@ struct Start: AsyncParsableCommand {
 
     private var flags: DaemonSettings.Flags {
         DaemonSettings.Flags(dataDirectory: dataDirectory, listen: listen, api: api, peers: peers, advertise: advertise, networkID: networkID,
-                             capacityChunks: capacityChunks, logLevel: logLevel, configFile: configFile,
+                             capacityChunks: capacityChunks, light: light, logLevel: logLevel, configFile: configFile,
                              limits: ["inbound-max": inboundMax, "inbound-per-ip-max": inboundPerIPMax,
                                       "inbound-per-subnet-max": inboundPerSubnetMax, "handshakes-max": handshakesMax]
                                  .compactMapValues { $0 })

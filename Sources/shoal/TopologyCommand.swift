@@ -37,7 +37,8 @@ enum TopologyTable {
 
     static func lines(_ topology: TopologyStatus) -> [String] {
         var out = [
-            "depth \(topology.depth), storage radius \(topology.radius)",
+            "depth \(topology.depth), storage radius \(topology.radius)"
+                + (topology.pullSync == false ? ", light node (pull sync off: no bin subscribed)" : ""),
             "peers: \(topology.connected) connected, \(topology.known) known, \(topology.dialling) dialling",
             "",
         ]

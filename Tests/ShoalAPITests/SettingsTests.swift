@@ -16,6 +16,7 @@ struct SettingsPrecedenceTests {
         #expect(settings.peers == [])
         #expect(settings.networkID == 1)
         #expect(settings.capacityChunks == nil)
+        #expect(settings.light == false)
         #expect(settings.logLevel == .info)
     }
 
@@ -48,6 +49,8 @@ struct SettingsPrecedenceTests {
             flag: { $0.networkID = $1 }, values: ("10", "20", "30"), resolved: { "\($0.networkID)" }),
         Row(name: "capacity-chunks", fileLine: { "capacity-chunks = \($0)" }, environmentKey: "SHOAL_CAPACITY_CHUNKS",
             flag: { $0.capacityChunks = $1 }, values: ("100", "200", "300"), resolved: { $0.capacityChunks.map { "\($0)" } ?? "unbounded" }),
+        Row(name: "light", fileLine: { "light = \($0)" }, environmentKey: "SHOAL_LIGHT",
+            flag: { $0.light = Bool($1) }, values: ("true", "false", "true"), resolved: { "\($0.light)" }),
         Row(name: "log-level", fileLine: { "log-level = \($0)" }, environmentKey: "SHOAL_LOG_LEVEL",
             flag: { $0.logLevel = $1 }, values: ("debug", "warning", "error"), resolved: { $0.logLevel.rawValue }),
     ]
@@ -76,6 +79,7 @@ struct SettingsPrecedenceTests {
         others.advertise = DaemonSettings.defaults.advertise
         others.networkID = DaemonSettings.defaults.networkID
         others.capacityChunks = DaemonSettings.defaults.capacityChunks
+        others.light = DaemonSettings.defaults.light
         others.logLevel = DaemonSettings.defaults.logLevel
         #expect(others == DaemonSettings.defaults)
     }
@@ -141,6 +145,15 @@ struct SettingsPrecedenceTests {
         #expect(settings.capacityChunks == nil)
     }
 
+    @Test func noLightOnTheCommandLineOverridesALightEnvironmentAndFile() throws {
+        let settings = try DaemonSettings.resolve(flags: Flags(light: false), environment: ["SHOAL_LIGHT": "yes"], fileText: "light = true")
+        #expect(settings.light == false)
+        #expect(settings.nodeConfiguration().pullSync)
+        for (text, light) in [("1", true), ("YES", true), ("True", true), ("0", false), ("no", false), ("FALSE", false)] {
+            #expect(try DaemonSettings.resolve(flags: Flags(), environment: ["SHOAL_LIGHT": text], fileText: nil).light == light, "\(text)")
+        }
+    }
+
     @Test func connectionLimitsComeFromEverySourceInTheUsualOrder() throws {
         let settings = try DaemonSettings.resolve(
             flags: Flags(limits: ["inbound-max": "500"]),
@@ -174,7 +187,7 @@ struct SettingsPrecedenceTests {
     @Test func settingsBecomeTheNodeConfiguration() throws {
         let settings = try DaemonSettings.resolve(
             flags: Flags(dataDirectory: "/var/lib/shoal", listen: "[::1]:0", peers: ["[::1]:1700", "node-b:1634"],
-                         networkID: "7", capacityChunks: "5000"),
+                         networkID: "7", capacityChunks: "5000", light: true),
             environment: [:], fileText: nil)
         let configuration = settings.nodeConfiguration()
         #expect(configuration.dataDirectory == "/var/lib/shoal")
@@ -184,6 +197,8 @@ struct SettingsPrecedenceTests {
         #expect(configuration.peers == ["[::1]:1700", "node-b:1634"])
         #expect(configuration.networkID == 7)
         #expect(configuration.capacityChunks == 5000)
+        #expect(configuration.pullSync == false, "a light node pulls nothing by sync")
+        #expect(try DaemonSettings.resolve(flags: Flags(), environment: [:], fileText: nil).nodeConfiguration().pullSync)
     }
 }
 
@@ -215,6 +230,8 @@ struct ConfigFileTests {
         ("network-id = -1", "shoal.conf:1 (network-id)", "not a whole number"),
         ("capacity-chunks = 0", "shoal.conf:1 (capacity-chunks)", "at least 1"),
         ("log-level = loud", "shoal.conf:1 (log-level)", "unknown log level 'loud'"),
+        ("light = maybe", "shoal.conf:1 (light)", "neither true nor false"),
+        ("light = true\nlight = false", "shoal.conf:2", "already set on line 1"),
         ("data-dir =", "shoal.conf:1 (data-dir)", "empty value"),
         ("advertise = 127.0.0.1:0", "shoal.conf:1 (advertise)", "outside 1…65535"),
         ("advertise = 0.0.0.0:1634", "shoal.conf:1 (advertise)", "wildcard"),
@@ -256,7 +273,7 @@ struct FlagAndEnvironmentErrorTests {
         #expect(error?.source == flag)
     }
 
-    @Test(arguments: ["SHOAL_LISTEN", "SHOAL_API", "SHOAL_PEERS", "SHOAL_ADVERTISE", "SHOAL_NETWORK_ID", "SHOAL_CAPACITY_CHUNKS", "SHOAL_LOG_LEVEL"])
+    @Test(arguments: ["SHOAL_LISTEN", "SHOAL_API", "SHOAL_PEERS", "SHOAL_ADVERTISE", "SHOAL_NETWORK_ID", "SHOAL_CAPACITY_CHUNKS", "SHOAL_LIGHT", "SHOAL_LOG_LEVEL"])
     func aBadVariableNamesTheVariable(key: String) {
         let error = #expect(throws: SettingsError.self) {
             _ = try DaemonSettings.resolve(flags: .init(), environment: [key: "not valid:x"], fileText: nil)

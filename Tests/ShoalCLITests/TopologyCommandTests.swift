@@ -42,6 +42,16 @@ struct TopologyTableTests {
         #expect(try TopologyTable.lines(json: Array(json.utf8)).suffix(3) == ["no peer known", "", "no peer connected"])
     }
 
+    @Test func aLightNodeSaysItPullsNothing() throws {
+        let bins = (0..<32).map { #"{"bin":\#($0),"known":0,"connected":\#($0 == 1 ? 1 : 0),"saturated":false}"# }
+        let a = String(repeating: "3f", count: 32)
+        let json = #"{"depth":0,"radius":32,"connected":1,"known":1,"dialling":0,"bins":[\#(bins.joined(separator: ","))],"#
+            + #""peers":[{"overlay":"\#(a)","po":1,"subscribedBins":[],"outbound":true}],"pullSync":false}"#
+        let lines = try TopologyTable.lines(json: Array(json.utf8))
+        #expect(lines.first == "depth 0, storage radius 32, light node (pull sync off: no bin subscribed)")
+        #expect(lines.last == "3f3f3f3f3f3f3f3f    1  outbound   none")
+    }
+
     @Test func anAnswerThatIsNotATopologyIsExit3() {
         let error = #expect(throws: CommandFailure.self) { try TopologyTable.lines(json: Array(#"{"depth":1}"#.utf8)) }
         #expect(error?.status == CLIExit.unreachable)

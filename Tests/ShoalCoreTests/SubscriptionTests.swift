@@ -20,7 +20,11 @@ private func bins(_ range: ClosedRange<UInt8>) -> [UInt8] { Array(range) }
         (4, 2, 6, [4]),               // a neighbour below the radius: its own bin
         (2, 3, 1, [2]),               // a radius below depth changes nothing
         (31, 31, 0, [31]),
-        (6, 3, 40, [6]),              // a radius past the last bin
+        (0, 0, 31, [0]),              // a radius at the last bin: every peer's own bin still
+        (31, 0, 31, [31]),
+        (6, 3, 32, []),               // a radius past the last bin keeps nothing (a light node)
+        (31, 31, 32, []),
+        (6, 3, 40, []),
     ] as [(Int, Int, Int, [UInt8])])
     func theBinsAPeerGivesFollowFromItsPODepthAndRadius(peerBin: Int, depth: Int, radius: Int, expected: [UInt8]) {
         #expect(SubscriptionPlan.bins(peerBin: peerBin, depth: depth, radius: radius) == expected)
@@ -126,6 +130,33 @@ private func bins(_ range: ClosedRange<UInt8>) -> [UInt8] { Array(range) }
         #expect(r.current[peerAt(5)] == bins(4...31) && r.current[peerAt(3)] == [3] && r.current[peerAt(1)] == [1])
     }
 
+    /// A light node syncs by a radius that keeps nothing: no peer gives a bin, whatever its PO
+    /// or depth; a node whose radius comes to keep nothing cancels every bin, and one whose
+    /// radius stops doing so subscribes them again, each journalled as a radius change.
+    @Test func aRadiusThatKeepsNothingSubscribesNoBinFromAnyPeer() {
+        var t = topology(connectedAt: [0, 1, 2, 3, 4, 5])
+        var light = SubscriptionReconciler()
+        let first = light.reconcile(topology: t, radius: SubscriptionPlan.keepsNothing)
+        #expect(first.changes == [] && light.current.isEmpty)
+        #expect(first.journalLines == ["event=reconcile depth=0->2 radius=0->32 connected=6"])
+        t.connected(peerAt(6), addresses: [address(6)], nowMs: 2)
+        let more = light.reconcile(topology: t, radius: SubscriptionPlan.keepsNothing)
+        #expect(more.changes == [] && light.current.isEmpty, "a newcomer gives nothing either")
+        light.checkInvariants()
+
+        var r = SubscriptionReconciler()
+        _ = r.reconcile(topology: t, radius: 0)
+        let before = r.current
+        let off = r.reconcile(topology: t, radius: SubscriptionPlan.keepsNothing)
+        #expect(r.current.isEmpty)
+        #expect(off.changes.count == t.connected.count)
+        #expect(off.changes.allSatisfy { $0.subscribe == [] && $0.cancel == before[$0.peer] && $0.reason == "radius-changed" })
+        let on = r.reconcile(topology: t, radius: 0)
+        #expect(r.current == before)
+        #expect(on.changes.allSatisfy { $0.cancel == [] && $0.subscribe == before[$0.peer] && $0.reason == "radius-changed" })
+        r.checkInvariants()
+    }
+
     /// Random connects, disconnects, dials, gossip and bans: after every step the table and
     /// the reconciler hold their invariants, the reconciler's plan is the one `SubscriptionPlan`
     /// gives for every connected peer, and its changes turn the old plan into the new one.
@@ -162,16 +193,19 @@ private func bins(_ range: ClosedRange<UInt8>) -> [UInt8] { Array(range) }
             #expect(t.peersToPrune().allSatisfy { t.isConnected($0) && t.bin(of: $0) < depth })
 
             let before = r.current
-            let result = r.reconcile(topology: t, radius: Int(random.next() % 3))
+            // Now and then a radius that keeps nothing, as a light node's.
+            let radius = [0, 1, 2, SubscriptionPlan.keepsNothing][Int(random.next() % 4)]
+            let result = r.reconcile(topology: t, radius: radius)
             r.checkInvariants()
-            #expect(r.current.keys.sorted() == t.connected, "seed \(seed) step \(step)")
+            #expect(r.current.keys.sorted() == (radius < SubscriptionPlan.keepsNothing ? t.connected : []), "seed \(seed) step \(step)")
             for (p, planned) in r.current {
                 #expect(planned == SubscriptionPlan.bins(peerBin: t.bin(of: p), depth: depth, radius: r.radius))
             }
             var applied = before
             for c in result.changes {
                 let kept = (applied[c.peer] ?? []).filter { !c.cancel.contains($0) }
-                applied[c.peer] = c.reason == "disconnected" ? nil : (kept + c.subscribe).sorted()
+                let after = (kept + c.subscribe).sorted()
+                applied[c.peer] = c.reason == "disconnected" || after.isEmpty ? nil : after
             }
             #expect(applied == r.current, "seed \(seed) step \(step): the changes do not lead to the new plan")
             #expect(result.journalLines.allSatisfy { JournalLine(parsing: $0) != nil })

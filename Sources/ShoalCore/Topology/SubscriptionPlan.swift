@@ -22,18 +22,29 @@
 /// every bin ≥ depth from a neighbour. With one, the node keeps and syncs only PO ≥ radius,
 /// so a neighbour below the radius gives only bin `p` (its bins above `p` would be our PO `p`,
 /// which we would not keep).
+///
+/// A radius of `keepsNothing` (32) or more keeps no bin at all, and no peer gives anything: a
+/// light node (pull sync off) syncs by this radius, and so does a store that evicted all 32
+/// bins. By the arithmetic above, bin `p` of every peer could still hold chunks at our PO 32
+/// or more, but one chunk in 2³² is not worth a stream per peer and its offers.
 public enum SubscriptionPlan {
-    /// The bins to sync, ascending. Never empty: bin `peerBin` is always among them.
+    /// The radius at and above which nothing is synced from anyone.
+    public static let keepsNothing = Proximity.binCount
+
+    /// The bins to sync, ascending. Bin `peerBin` is always among them, unless the radius keeps
+    /// nothing (then there are none).
     public static func bins(peerBin: Int, depth: Int, radius: Int) -> [UInt8] {
         precondition((0...Proximity.maxBin).contains(peerBin) && (0...Proximity.maxBin).contains(depth) && radius >= 0,
                      "peer bin \(peerBin), depth \(depth), radius \(radius)")
+        guard radius < keepsNothing else { return [] }
         let floor = self.floor(depth: depth, radius: radius)
         return peerBin < floor ? [UInt8(peerBin)] : (floor...Proximity.maxBin).map(UInt8.init)
     }
 
-    /// Whether a peer at `peerBin` gives us the neighbourhood's bins rather than its own bin alone.
+    /// Whether a peer at `peerBin` gives us the neighbourhood's bins rather than its own bin
+    /// alone (or nothing, under a radius that keeps nothing).
     public static func givesNeighbourhood(peerBin: Int, depth: Int, radius: Int) -> Bool {
-        peerBin >= floor(depth: depth, radius: radius)
+        radius < keepsNothing && peerBin >= floor(depth: depth, radius: radius)
     }
 
     static func floor(depth: Int, radius: Int) -> Int { max(depth, min(radius, Proximity.maxBin)) }

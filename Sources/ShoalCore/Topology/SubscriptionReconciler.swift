@@ -3,7 +3,9 @@
 /// with what is subscribed, and returns the difference for the shell to carry out and journal.
 public struct SubscriptionReconciler: Sendable {
     /// Bins subscribed per connected peer, as of the last reconciliation; each list ascending
-    /// and never empty. One entry per connected peer, so bounded as the table's connections are.
+    /// and never empty. A connected peer that gives nothing (under a radius that keeps nothing,
+    /// `SubscriptionPlan.keepsNothing`) has no entry. At most one entry per connected peer, so
+    /// bounded as the table's connections are.
     public private(set) var current: [OverlayAddress: [UInt8]] = [:]
     /// The depth and radius the last reconciliation planned with (0 before the first).
     public private(set) var depth = 0
@@ -14,25 +16,28 @@ public struct SubscriptionReconciler: Sendable {
     /// Plans every connected peer's bins from `topology.depth` and `radius`, and returns how
     /// that differs from `current`, which it then becomes. A peer no longer connected has all
     /// its bins cancelled (reason `disconnected`). See `Reconciliation.Change.Reason` for why a
-    /// change gets which reason.
+    /// change gets which reason. The radius counts from 0 to `SubscriptionPlan.keepsNothing`.
     public mutating func reconcile(topology: Topology, radius: Int) -> Reconciliation {
         typealias Reason = Reconciliation.Change.Reason
         let newDepth = topology.depth
-        let newRadius = min(max(radius, 0), Proximity.maxBin)
+        let newRadius = min(max(radius, 0), SubscriptionPlan.keepsNothing)
         let connected = topology.connected
         var changes: [Reconciliation.Change] = []
         var next: [OverlayAddress: [UInt8]] = [:]
         for peer in connected {
             let peerBin = topology.bin(of: peer)
             let desired = SubscriptionPlan.bins(peerBin: peerBin, depth: newDepth, radius: newRadius)
-            next[peer] = desired
+            if !desired.isEmpty { next[peer] = desired }
             let neighbourhood = SubscriptionPlan.givesNeighbourhood(peerBin: peerBin, depth: newDepth, radius: newRadius)
-            guard let old = current[peer] else {
-                changes.append(.init(peer: peer, peerBin: peerBin, subscribe: desired, cancel: [],
-                                     reason: neighbourhood ? Reason.neighbour : Reason.binEqualsPO))
+            let old = current[peer] ?? []
+            guard old != desired else { continue }
+            guard !old.isEmpty, !desired.isEmpty else {
+                // All or nothing: a new peer, or the radius came to keep nothing or stopped doing so.
+                let radiusMoved = (self.radius >= SubscriptionPlan.keepsNothing) != (newRadius >= SubscriptionPlan.keepsNothing)
+                let reason = radiusMoved ? Reason.radiusChanged : neighbourhood ? Reason.neighbour : Reason.binEqualsPO
+                changes.append(.init(peer: peer, peerBin: peerBin, subscribe: desired, cancel: old, reason: reason))
                 continue
             }
-            guard old != desired else { continue }
             let wasNeighbourhood = SubscriptionPlan.givesNeighbourhood(peerBin: peerBin, depth: depth, radius: self.radius)
             let reason: String
             switch (wasNeighbourhood, neighbourhood) {
@@ -44,7 +49,7 @@ public struct SubscriptionReconciler: Sendable {
             changes.append(.init(peer: peer, peerBin: peerBin, subscribe: Self.sortedDifference(desired, old),
                                  cancel: Self.sortedDifference(old, desired), reason: reason))
         }
-        for (peer, old) in current where next[peer] == nil {
+        for (peer, old) in current where !topology.isConnected(peer) {
             changes.append(.init(peer: peer, peerBin: topology.bin(of: peer), subscribe: [], cancel: old,
                                  reason: Reason.disconnected))
         }
@@ -64,7 +69,8 @@ public struct SubscriptionReconciler: Sendable {
     }
 
     public func checkInvariants() {
-        precondition((0...Proximity.maxBin).contains(depth) && (0...Proximity.maxBin).contains(radius), "depth \(depth), radius \(radius)")
+        precondition((0...Proximity.maxBin).contains(depth) && (0...SubscriptionPlan.keepsNothing).contains(radius),
+                     "depth \(depth), radius \(radius)")
         for (peer, bins) in current {
             precondition(!bins.isEmpty && zip(bins, bins.dropFirst()).allSatisfy { $0 < $1 }
                          && bins.allSatisfy { Int($0) < Proximity.binCount }, "bins of \(peer): \(bins)")
@@ -105,7 +111,8 @@ public struct Reconciliation: Sendable, Equatable {
             public static let leftNeighbourhood = "left-neighbourhood"
             /// Still in the same role, but depth moved, so the neighbourhood's bins did.
             public static let depthChanged = "depth-changed"
-            /// The radius moved: which bins we keep changed (or a neighbour fell below it).
+            /// The radius moved: which bins we keep changed (or a neighbour fell below it, or
+            /// it came to keep nothing: a light node).
             public static let radiusChanged = "radius-changed"
             /// The peer is gone: every bin it gave is cancelled.
             public static let disconnected = "disconnected"

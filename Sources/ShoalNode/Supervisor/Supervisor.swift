@@ -22,6 +22,10 @@ actor Supervisor {
         /// A peer an operator disconnected is neither dialled, nor admitted when it dials us,
         /// nor passed on in hive answers, for this long.
         var operatorDisconnectMs: UInt64 = 10 * 60_000
+        /// False for a light node: it syncs by a radius that keeps nothing
+        /// (`SubscriptionPlan.keepsNothing`), so no peer gives it a bin and sessions want no
+        /// offered chunk; it still serves peers' sync requests from its store.
+        var pullSync = true
     }
 
     /// Connects to "host:port" and proves the peer; throws when it cannot.
@@ -33,6 +37,8 @@ actor Supervisor {
     private let limits: Limits
     private var topology: Topology
     private var reconciler = SubscriptionReconciler()
+    /// The radius subscriptions and sessions go by: the store's (eviction moves it), or
+    /// `SubscriptionPlan.keepsNothing` for a light node.
     private var radius = 0
     private var sessions: [OverlayAddress: PeerSession] = [:]
     private var random: SplitMix64
@@ -67,7 +73,12 @@ actor Supervisor {
                           score: $0.record.score, banUntilMs: $0.record.banUntilMs)
             })
         }
-        radius = Int((try? context.store.read { try $0.radius() }) ?? 0)
+        radius = Self.effectiveRadius(stored: Int((try? context.store.read { try $0.radius() }) ?? 0), pullSync: limits.pullSync)
+    }
+
+    /// A light node keeps no neighbourhood whatever its store says.
+    private static func effectiveRadius(stored: Int, pullSync: Bool) -> Int {
+        pullSync ? stored : SubscriptionPlan.keepsNothing
     }
 
     // MARK: Running
@@ -147,8 +158,9 @@ actor Supervisor {
     /// Dials due, peers to prune, the radius, and the subscriptions that follow.
     private func review() {
         let now = context.clock.wallMs()
-        if let stored = try? context.store.read({ try $0.radius() }), Int(stored) != radius {
-            radius = Int(stored)
+        if let stored = try? context.store.read({ try $0.radius() }),
+           Self.effectiveRadius(stored: Int(stored), pullSync: limits.pullSync) != radius {
+            radius = Self.effectiveRadius(stored: Int(stored), pullSync: limits.pullSync)
             for session in sessions.values { session.radiusChanged(radius) }
         }
         for overlay in topology.peersToPrune() {
@@ -291,7 +303,7 @@ actor Supervisor {
         }
         return TopologyStatus(depth: topology.depth, radius: radius, connected: topology.connectedCount,
                               known: topology.knownCount, dialling: topology.diallingCount,
-                              bins: topology.binSummaries(), peers: peers)
+                              bins: topology.binSummaries(), peers: peers, pullSync: limits.pullSync)
     }
 
     var depth: Int { topology.depth }
@@ -314,15 +326,20 @@ public struct TopologyStatus: Sendable, Equatable, Codable {
     }
 
     public var depth: Int
+    /// The radius subscriptions go by: the store's storage radius, or 32 for a light node.
     public var radius: Int
     public var connected: Int
     public var known: Int
     public var dialling: Int
     public var bins: [BinSummary]
     public var peers: [Peer]
+    /// False for a light node (radius 32: it subscribes no bin); nil from an older node, which
+    /// always pulls.
+    public var pullSync: Bool?
 
-    public init(depth: Int, radius: Int, connected: Int, known: Int, dialling: Int, bins: [BinSummary], peers: [Peer]) {
+    public init(depth: Int, radius: Int, connected: Int, known: Int, dialling: Int, bins: [BinSummary], peers: [Peer],
+                pullSync: Bool? = true) {
         (self.depth, self.radius, self.connected, self.known, self.dialling) = (depth, radius, connected, known, dialling)
-        (self.bins, self.peers) = (bins, peers)
+        (self.bins, self.peers, self.pullSync) = (bins, peers, pullSync)
     }
 }
