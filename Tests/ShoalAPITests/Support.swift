@@ -83,7 +83,7 @@ extension TopologyStatus {
     /// answer, so it is made from JSON, as a client would).
     static var empty: TopologyStatus {
         let bins = (0..<Proximity.binCount).map { #"{"bin":\#($0),"known":0,"connected":0,"saturated":false}"# }
-        let json = #"{"depth":0,"radius":0,"connected":0,"known":0,"dialling":0,"bins":[\#(bins.joined(separator: ","))],"peers":[]}"#
+        let json = #"{"depth":0,"radius":0,"connected":0,"known":0,"dialling":0,"bins":[\#(bins.joined(separator: ","))],"peers":[],"pullSync":true}"#
         return try! JSONDecoder().decode(TopologyStatus.self, from: Data(json.utf8))
     }
 }

@@ -77,7 +77,10 @@ struct NodeRetrievalTests {
                 .retrieveRequest(RetrieveRequest(ruid: 9, address: held.address, hopsLeft: 0)),
             ])
             var iterator = inbound.makeAsyncIterator()
-            return try await retrievalAnswers(&iterator, count: 1)
+            let answers = try await retrievalAnswers(&iterator, count: 1)
+            // Asked while the connection is open (it closes when this closure returns).
+            #expect(await a.node.peers().count == 1, "B is still connected")
+            return answers
         }
         guard case .retrieveDelivery(let delivery)? = answers[9], case .chunk = delivery.outcome else {
             Issue.record("request 9 was not answered with its chunk: \(String(describing: answers[9]))")
@@ -85,7 +88,6 @@ struct NodeRetrievalTests {
         }
         #expect(try a.node.chunk(pushed.address) == nil, "an unasked push is not stored (no push machine yet)")
         #expect(try a.node.store.count() == 1)
-        #expect(await a.node.peers().count == 1, "B is still connected")
         await a.stop()
     }
 
