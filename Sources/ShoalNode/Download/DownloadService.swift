@@ -133,6 +133,8 @@ actor DownloadService {
     }
 
     func peerDisconnected(_ peer: OverlayAddress) async {
+        // The machine counts them failed; their IDs go too (an answer on a later connection is not theirs).
+        requests = requests.filter { $0.value.peer != peer }
         await perform(machine.peerDisconnected(peer, now: now))
     }
 
