@@ -131,21 +131,9 @@ private struct DecodedDownload {
 
 private func downloadRequest(_ request: Request, limits: DownloadRouteLimits) async throws -> DecodedDownload {
     let shape = "{\"addresses\": [\"<64 hex digits>\", …], \"policy\": \"eagerPin\" | \"onRead\", \"hints\": [\"<overlay>\", …]}"
-    let tooLarge = APIError(.contentTooLarge, .badRequest,
-                            "a POST /downloads body is at most \(limits.bodyBytesMax) bytes (\(limits.addressesMax) addresses)")
-    if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limits.bodyBytesMax { throw tooLarge }
-    let body: ByteBuffer
-    do {
-        body = try await request.body.collect(upTo: limits.bodyBytesMax)
-    } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-        throw tooLarge
-    }
-    let decoded: DownloadRequest
-    do {
-        decoded = try JSONDecoder().decode(DownloadRequest.self, from: Data(body.readableBytesView))
-    } catch {
-        throw APIError(.badRequest, .badRequest, "the body must be JSON \(shape)")
-    }
+    let decoded = try await JSONBody.decode(
+        DownloadRequest.self, from: request, bytesMax: limits.bodyBytesMax,
+        tooLarge: "a POST /downloads body is at most \(limits.bodyBytesMax) bytes (\(limits.addressesMax) addresses)", shape: shape)
     guard !decoded.addresses.isEmpty else { throw APIError(.badRequest, .badRequest, "no addresses: \(shape)") }
     guard decoded.addresses.count <= limits.addressesMax else {
         throw APIError(.contentTooLarge, .badRequest, "\(decoded.addresses.count) addresses; a download names at most \(limits.addressesMax)")

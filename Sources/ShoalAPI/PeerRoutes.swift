@@ -78,23 +78,10 @@ func addPeerRoutes(to router: Router<APIRequestContext>, node: some NodeAPIBacki
 
 /// The address of a `POST /peers` body: `{"address": "host:port"}`.
 private func connectAddress(_ request: Request, limits: PeerRouteLimits) async throws -> ShoalCore.HostPort {
-    let tooLarge = APIError(.contentTooLarge, .badRequest,
-                            "a POST /peers body is at most \(limits.connectBodyBytesMax) bytes: {\"address\": \"host:port\"}")
-    if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limits.connectBodyBytesMax {
-        throw tooLarge
-    }
-    let body: ByteBuffer
-    do {
-        body = try await request.body.collect(upTo: limits.connectBodyBytesMax)
-    } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-        throw tooLarge
-    }
-    let decoded: ConnectRequest
-    do {
-        decoded = try JSONDecoder().decode(ConnectRequest.self, from: Data(body.readableBytesView))
-    } catch {
-        throw APIError(.badRequest, .badRequest, "the body must be JSON {\"address\": \"host:port\"}")
-    }
+    let decoded = try await JSONBody.decode(
+        ConnectRequest.self, from: request, bytesMax: limits.connectBodyBytesMax,
+        tooLarge: "a POST /peers body is at most \(limits.connectBodyBytesMax) bytes: {\"address\": \"host:port\"}",
+        shape: "{\"address\": \"host:port\"}")
     guard let address = ShoalCore.HostPort.parse(decoded.address) else {
         throw APIError(.badRequest, .invalidAddress,
                        "'\(decoded.address.prefix(300))' is not host:port (a name, an IPv4 address or [IPv6], and a port 1…65535)")

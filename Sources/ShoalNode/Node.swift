@@ -65,9 +65,11 @@ public final class Node: Service, Sendable {
         downloads = DownloadService(context: context, supervisor: supervisor, limits: configuration.downloads,
                                     seed: UInt64.random(in: .min ... .max))
         let downloads = self.downloads
-        context.onStored.withLock {
-            $0.append { addresses in
-                if downloads.waitingForChunks.withLock({ $0 }) { Task { await downloads.stored(addresses) } }
+        context.storedObserver.withLock {
+            $0 = { stored in
+                guard downloads.waitingForChunks.withLock({ $0 }) else { return }
+                let addresses = stored.map(\.address)
+                Task { await downloads.stored(addresses) }
             }
         }
     }
@@ -389,11 +391,9 @@ public final class Node: Service, Sendable {
     /// download's record is durable when this returns; after a restart it resumes.
     public func startDownload(_ addresses: [ChunkAddress], policy: DownloadPolicy = .eagerPin,
                               hints: [OverlayAddress] = []) async throws -> DownloadReport {
-        var id: DownloadID
-        repeat {
-            id = DownloadID(Address32(w0: .random(in: .min ... .max), w1: .random(in: .min ... .max),
+        // 256 random bits: no two downloads share one (the machine refuses a live ID anyway).
+        let id = DownloadID(Address32(w0: .random(in: .min ... .max), w1: .random(in: .min ... .max),
                                       w2: .random(in: .min ... .max), w3: .random(in: .min ... .max)))
-        } while await downloads.status(id) != nil
         return try await downloads.start(id, addresses: addresses, policy: policy, hints: hints)
     }
 
@@ -415,7 +415,7 @@ public final class Node: Service, Sendable {
     /// Retrieval now: the peers it may ask, the fetches open, and what it has done since the
     /// node started.
     public func retrievalStatus() async -> RetrievalStatus {
-        await retrieval.status()
+        context.retrieval.withLock { $0 }
     }
 
     public func status() throws -> NodeStatus {

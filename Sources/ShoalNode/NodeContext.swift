@@ -28,9 +28,9 @@ final class NodeContext: Sendable {
     let arrivals = ChunkArrivals()
     /// Retrieval as its actor last published it (for `/status`, without awaiting the actor).
     let retrieval = Locked(RetrievalStatus())
-    /// Told the addresses of every commit that stored chunks (the downloader: a chunk pull sync
-    /// brings completes a download too). Called on the committing thread: observers must not block.
-    let onStored = Locked<[@Sendable ([ChunkAddress]) -> Void]>([])
+    /// Told what every commit stored (the downloader: a chunk pull sync brings completes a
+    /// download too). Called on the committing thread, once per commit: it must not block.
+    let storedObserver = Locked<(@Sendable ([StoredChunk]) -> Void)?>(nil)
 
     init(overlay: OverlayAddress, store: Store, writer: StoreWriter, inFlight: InFlightChunks, logger: Logger,
          limits: SessionLimits, clock: any ShoalClock) {
@@ -56,10 +56,7 @@ final class NodeContext: Sendable {
     /// socket is full delays only its own).
     func committed(_ result: BatchResult) {
         arrivals.stored(result.stored.lazy.map(\.address))
-        if !result.stored.isEmpty {
-            let addresses = result.stored.map(\.address)
-            for observer in onStored.withLock({ $0 }) { observer(addresses) }
-        }
+        if !result.stored.isEmpty, let observe = storedObserver.withLock({ $0 }) { observe(result.stored) }
         var cursors: [UInt8: UInt64] = [:]
         for chunk in result.stored { cursors[chunk.bin] = max(cursors[chunk.bin] ?? 0, chunk.binID) }
         guard !cursors.isEmpty else { return }

@@ -127,6 +127,26 @@ struct DownloaderTests {
         #expect(gaps[2...].allSatisfy { $0 >= 45_000 }, "\(gaps)")
     }
 
+    /// Another chunk than the one asked for: the peer's fault, and the chunk is asked of the
+    /// next peer as after any failed request.
+    @Test func theWrongChunkIsTheSendersFaultAndAFailedAttempt() throws {
+        var h = DownloaderHarness()
+        h.connect(peer(0), peer(1))
+        try h.start(download(0), [chunk(0)], hints: [peer(0), peer(1)])
+        let first = try #require(h.takeRequests().first)
+        h.now += 1
+        let actions = h.record(h.machine.wrongChunk(first.address, from: first.peer, got: chunk(9), now: h.now))
+        guard case .fault(let p, .invalidChunk)? = actions.first else {
+            Issue.record("\(actions)")
+            return
+        }
+        #expect(p == first.peer)
+        #expect(!actions.contains { $0.storing != nil }, "nothing is stored")
+        #expect(h.machine.counters.requestsFailed == 1)
+        let next = try #require(actions.compactMap(\.request).first)
+        #expect(next.address == first.address && next.peer != first.peer)
+    }
+
     @Test func aChunkFailsAtOnceWhenItsBudgetIsSpentAcrossPeers() throws {
         var h = DownloaderHarness()
         let peers = (0..<5).map(peer)

@@ -127,39 +127,22 @@ struct ClusterOutcome {
 
 /// One run of the cluster bench: the members, the seeded plan, and the steps in order.
 struct ClusterRun {
-    let members: [ClusterMember]
-    let shoal: String
-    let logLevel: String
-    let seed: UInt64
-    let started = monotonicSeconds()
-    let deadline: Double
+    let cluster: LocalCluster
+    var members: [ClusterMember] { cluster.members }
+    var seed: UInt64 { cluster.seed }
+    var started: Double { cluster.started }
+    var deadline: Double { cluster.deadline }
     /// Restarts due: member index → moment.
     private var restartsDue: [Int: Double] = [:]
     private var lastPoll = 0.0
 
     init(nodes: Int, root: String, shoal: String, logLevel: String, seed: UInt64, timeout: Double) {
-        members = (0..<nodes).map { ClusterMember(index: $0, root: root) }
-        self.shoal = shoal
-        self.logLevel = logLevel
-        self.seed = seed
-        deadline = started + timeout
+        cluster = LocalCluster(nodes: nodes, root: root, shoal: shoal, logLevel: logLevel, seed: seed, timeout: timeout)
     }
 
-    /// Every node may be connected to every other, all from 127.0.0.1.
-    private var limitFlags: [String] {
-        let inbound = String(2 * members.count + 16)
-        return ["--inbound-per-ip-max", inbound, "--inbound-per-subnet-max", inbound,
-                "--inbound-max", String(max(256, 2 * members.count + 16))]
-    }
+    private func start(_ member: ClusterMember) throws { try cluster.start(member) }
 
-    private func start(_ member: ClusterMember) throws {
-        let bootstrap = member.index == 0 ? [] : [members[0].listen]
-        try member.start(shoal: shoal, bootstrap: bootstrap, extra: limitFlags, logLevel: logLevel)
-    }
-
-    func killAll() {
-        for member in members where member.isRunning { member.kill() }
-    }
+    func killAll() { cluster.killAll() }
 
     mutating func execute(chunks count: Int, kills: Int) throws -> ClusterOutcome {
         var outcome = ClusterOutcome()
@@ -196,8 +179,7 @@ struct ClusterRun {
         let uploadStarted = monotonicSeconds()
         for i in 0..<count {
             guard monotonicSeconds() < deadline else { throw BenchError("uploaded \(i) of \(count) chunks by the timeout") }
-            var payloadRandom = SplitMix64(seed: derivedSeed(seed, 2, UInt64(i)))
-            let chunk = try Chunk(payload: payloadRandom.bytes(Chunk.payloadMax))
+            let chunk = try cluster.chunk(i)
             let target = try upload(chunk, rng: &rng)
             uploaded.append(chunk.address)
             uploadedTo[chunk.address] = target

@@ -192,3 +192,46 @@ struct ClusterCoverage {
         return lines.joined(separator: "\n")
     }
 }
+
+/// N real nodes on 127.0.0.1 that each know only node 0 and find the rest through hive, with
+/// the run's seed and deadline: what the benches that run a network (`cluster`, `retrieval`)
+/// share.
+struct LocalCluster {
+    let members: [ClusterMember]
+    let shoal: String
+    let logLevel: String
+    let seed: UInt64
+    let started = monotonicSeconds()
+    let deadline: Double
+
+    init(nodes: Int, root: String, shoal: String, logLevel: String, seed: UInt64, timeout: Double) {
+        members = (0..<nodes).map { ClusterMember(index: $0, root: root) }
+        self.shoal = shoal
+        self.logLevel = logLevel
+        self.seed = seed
+        deadline = started + timeout
+    }
+
+    /// Every node may be connected to every other, all from 127.0.0.1.
+    private var limitFlags: [String] {
+        let inbound = String(2 * members.count + 16)
+        return ["--inbound-per-ip-max", inbound, "--inbound-per-subnet-max", inbound,
+                "--inbound-max", String(max(256, 2 * members.count + 16))]
+    }
+
+    /// Starts (or restarts) a member, told of node 0 unless it is node 0.
+    func start(_ member: ClusterMember) throws {
+        let bootstrap = member.index == 0 ? [] : [members[0].listen]
+        try member.start(shoal: shoal, bootstrap: bootstrap, extra: limitFlags, logLevel: logLevel)
+    }
+
+    func killAll() {
+        for member in members where member.isRunning { member.kill() }
+    }
+
+    /// The run's `i`-th chunk: 4,096 bytes drawn from the seed, the same in every run of it.
+    func chunk(_ i: Int) throws -> Chunk {
+        var payloadRandom = SplitMix64(seed: derivedSeed(seed, 2, UInt64(i)))
+        return try Chunk(payload: payloadRandom.bytes(Chunk.payloadMax))
+    }
+}

@@ -187,37 +187,21 @@ struct RetrievalOutcome {
 
 /// One run of the retrieval bench: the members and the steps in order.
 struct RetrievalRun {
-    let members: [ClusterMember]
-    let shoal: String
-    let logLevel: String
-    let seed: UInt64
-    let started = monotonicSeconds()
-    let deadline: Double
+    let cluster: LocalCluster
+    var members: [ClusterMember] { cluster.members }
+    var seed: UInt64 { cluster.seed }
+    var started: Double { cluster.started }
+    var deadline: Double { cluster.deadline }
 
     init(nodes: Int, root: String, shoal: String, logLevel: String, seed: UInt64, timeout: Double) {
-        members = (0..<nodes).map { ClusterMember(index: $0, root: root) }
-        self.shoal = shoal
-        self.logLevel = logLevel
-        self.seed = seed
-        deadline = started + timeout
+        cluster = LocalCluster(nodes: nodes, root: root, shoal: shoal, logLevel: logLevel, seed: seed, timeout: timeout)
     }
 
-    /// Every node may be connected to every other, all from 127.0.0.1 (as in `cluster`).
-    private var limitFlags: [String] {
-        let inbound = String(2 * members.count + 16)
-        return ["--inbound-per-ip-max", inbound, "--inbound-per-subnet-max", inbound,
-                "--inbound-max", String(max(256, 2 * members.count + 16))]
-    }
-
-    func killAll() {
-        for member in members where member.isRunning { member.kill() }
-    }
+    func killAll() { cluster.killAll() }
 
     func execute(chunks count: Int) throws -> RetrievalOutcome {
         var outcome = RetrievalOutcome()
-        for member in members {
-            try member.start(shoal: shoal, bootstrap: member.index == 0 ? [] : [members[0].listen], extra: limitFlags, logLevel: logLevel)
-        }
+        for member in members { try cluster.start(member) }
         Output.note("started \(members.count) nodes in \(ResultLine.format(monotonicSeconds() - started)) s; node 0 at \(members[0].listen)")
 
         outcome.discoverySeconds = waitForMesh()
@@ -229,8 +213,7 @@ struct RetrievalRun {
         let uploadStarted = monotonicSeconds()
         for i in 0..<count {
             guard monotonicSeconds() < deadline else { throw BenchError("uploaded \(i) of \(count) chunks by the timeout") }
-            var payloadRandom = SplitMix64(seed: derivedSeed(seed, 2, UInt64(i)))
-            let chunk = try Chunk(payload: payloadRandom.bytes(Chunk.payloadMax))
+            let chunk = try cluster.chunk(i)
             let member = members[Int(rng.next() % UInt64(members.count))]
             guard let port = member.process?.apiPort else { throw BenchError("\(member.name) is not running") }
             try ClusterRun.post(chunk, port: port)

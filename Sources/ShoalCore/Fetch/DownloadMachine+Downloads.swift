@@ -231,6 +231,14 @@ extension DownloadMachine {
         return finish(&fx, now: now)
     }
 
+    /// `peer` answered the request for `address` with another chunk (`got`, what the shell's
+    /// re-hash gave): a fault no honest peer makes, and a failed attempt of the chunk.
+    public mutating func wrongChunk(_ address: ChunkAddress, from peer: OverlayAddress, got: ChunkAddress,
+                                    now: UInt64) -> [DownloadAction] {
+        [.fault(peer, .invalidChunk("download of \(address.hex.prefix(16)) answered with \(got.hex.prefix(16))"))]
+            + requestFailed(address, peer: peer, now: now)
+    }
+
     /// The store committed the chunk, which removed it from the fetch set in the same
     /// transaction: delivered by a request of ours, or by pull sync. Every download wanting it
     /// counts it done. The one event that completes a chunk.

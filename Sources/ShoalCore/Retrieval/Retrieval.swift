@@ -163,7 +163,7 @@ public struct Retrieval: Sendable {
     // MARK: Peers
 
     public mutating func peerConnected(_ peer: OverlayAddress) {
-        let i = insertionIndex(of: peer)
+        let i = peers.lowerBound(of: peer)
         if i < peers.count && peers[i] == peer { return }
         peers.insert(peer, at: i)
     }
@@ -172,7 +172,7 @@ public struct Retrieval: Sendable {
     /// dropped (there is no one to answer).
     public mutating func peerDisconnected(_ peer: OverlayAddress, now: UInt64) -> [Action] {
         defer { nextDeadline = deadlines.values.min() }
-        let i = insertionIndex(of: peer)
+        let i = peers.lowerBound(of: peer)
         if i < peers.count && peers[i] == peer { peers.remove(at: i) }
         var actions: [Action] = []
         for address in fetches.keys.sorted() {
@@ -397,28 +397,17 @@ public struct Retrieval: Sendable {
     /// `closerThanUs`, only a peer closer to the address than this node.
     private func closestPeer(to address: ChunkAddress, skipping: [OverlayAddress], closerThanUs: Bool) -> OverlayAddress? {
         var best: OverlayAddress?
-        var bestDistance = Address32.zero
-        let ours = Self.distance(base, address)
         for peer in peers where !skipping.contains(peer) {
-            let d = Self.distance(peer, address)
-            if closerThanUs && !(d < ours) { continue }
-            if best == nil || d < bestDistance { (best, bestDistance) = (peer, d) }
+            if closerThanUs && !peer.isCloser(to: address, than: base) { continue }
+            if best.map({ peer.isCloser(to: address, than: $0) }) ?? true { best = peer }
         }
         return best
     }
 
-    /// XOR distance, ordered as a 256-bit number (`Address32`'s order is big-endian).
+    /// XOR distance, ordered as a 256-bit number (`Address32`'s order is big-endian); the
+    /// machine compares with `Address32.isCloser(to:than:)`, which needs no distance value.
     public static func distance(_ a: Address32, _ b: Address32) -> Address32 {
         Address32(w0: a.w0 ^ b.w0, w1: a.w1 ^ b.w1, w2: a.w2 ^ b.w2, w3: a.w3 ^ b.w3)
-    }
-
-    private func insertionIndex(of peer: OverlayAddress) -> Int {
-        var lo = 0, hi = peers.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if peers[mid] < peer { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
     }
 
     public func checkInvariants() {

@@ -13,7 +13,7 @@ import ShoalStore
 ///
 /// After a restart `restore()` rebuilds the machine from `fetch` and `downloads`: what is
 /// stored is not fetched again.
-actor DownloadService {
+actor DownloadService: DeadlineTicking {
     /// Request IDs on the wire: the downloader's have the top bit set.
     static let ruidFlag: RequestID = 1 << 31
 
@@ -32,12 +32,12 @@ actor DownloadService {
     private var endingIDs = Set<DownloadID>()
     private var endedOrder: [DownloadID] = []
     private static let endedKept = 256
-    private var ticking = false
+    var ticking = false
     private var restored = false
     /// Whether any chunk is in the fetch set, readable without the actor: commits (pull sync
     /// makes hundreds a second) tell the downloader of their chunks only while it waits for some.
     nonisolated let waitingForChunks = Locked(false)
-    private static let tickStepMs: UInt64 = 100
+    static let tickStepMs: UInt64 = 100
 
     init(context: NodeContext, supervisor: Supervisor, limits: DownloadLimits, seed: UInt64) {
         self.context = context
@@ -148,8 +148,7 @@ actor DownloadService {
             return
         }
         guard chunk.address == request.address else {
-            context.sessions.withLock { $0[peer] }?.reportFault(.invalidChunk("download of \(request.address.hex.prefix(16)) answered with \(chunk.address.hex.prefix(16))"))
-            await perform(machine.requestFailed(request.address, peer: peer, now: now))
+            await perform(machine.wrongChunk(request.address, from: peer, got: chunk.address, now: now))
             return
         }
         delivered[chunk.address] = chunk
@@ -232,7 +231,8 @@ actor DownloadService {
                     context.committed(result)
                     for address in storing { pending += machine.stored(address, now: now) }
                 } catch {
-                    logger.error("download store write failed: \(error)")
+                    // Once per batch while the disk is full or failing: throttled.
+                    context.events.log("download.storeFailed", level: .error, "download store write failed: \(error)")
                     for address in storing { pending += machine.storeFailed(address, now: now) }
                 }
             }
@@ -253,19 +253,14 @@ actor DownloadService {
         while endedOrder.count > Self.endedKept { ended[endedOrder.removeFirst()] = nil }
     }
 
-    private func startTicking() {
-        guard !ticking, machine.nextDeadline != nil else { return }
-        ticking = true
-        Task { await self.tickUntilIdle() }
-    }
+    // MARK: Timers (`DeadlineTicking`)
 
-    private func tickUntilIdle() async {
-        while let deadline = machine.nextDeadline {
-            try? await context.clock.sleep(untilMs: min(deadline, now + Self.tickStepMs))
-            let actions = machine.tick(now: now)
-            if !actions.isEmpty { await perform(actions) }
-        }
-        ticking = false
+    var clock: any ShoalClock { context.clock }
+    var machineDeadline: UInt64? { machine.nextDeadline }
+
+    func tick(now: UInt64) async {
+        let actions = machine.tick(now: now)
+        if !actions.isEmpty { await perform(actions) }
     }
 
     // MARK: Records

@@ -393,28 +393,22 @@ actor PeerSession {
             }
             await retrieval.peerRequest(request, from: peer.overlay)
             return ([], [])
-        case .retrieveDelivery(let delivery) where delivery.ruid & DownloadService.ruidFlag != 0:
-            switch delivery.outcome {
-            case .chunk(let delivered):
-                guard let chunk = try? Chunk(span: delivered.span, payload: delivered.payload) else {
-                    return ([], machine.faultDetected(.invalidChunk("download delivery: not a chunk")))
-                }
-                await downloads.answered(delivery.ruid, from: peer.overlay, chunk: chunk)
-            case .refused:
-                await downloads.answered(delivery.ruid, from: peer.overlay, chunk: nil)
-            }
-            return ([], [])
         case .retrieveDelivery(let delivery):
-            switch delivery.outcome {
-            case .chunk(let delivered):
-                let chunk: Chunk
+            // Re-hashed here, whoever asked: a chunk that cannot be one is the peer's fault.
+            var chunk: Chunk?
+            if case .chunk(let delivered) = delivery.outcome {
                 do {
                     chunk = try Chunk(span: delivered.span, payload: delivered.payload)
                 } catch {
                     return ([], machine.faultDetected(.invalidChunk("retrieval delivery: \(error)")))
                 }
+            }
+            // The downloader's request IDs have the top bit set; retrieval's do not.
+            if delivery.ruid & DownloadService.ruidFlag != 0 {
+                await downloads.answered(delivery.ruid, from: peer.overlay, chunk: chunk)
+            } else if let chunk {
                 await retrieval.peerDelivered(chunk, from: peer.overlay, ruid: delivery.ruid)
-            case .refused(let refusal):
+            } else if case .refused(let refusal) = delivery.outcome {
                 await retrieval.peerRefused(refusal, from: peer.overlay, ruid: delivery.ruid)
             }
             return ([], [])

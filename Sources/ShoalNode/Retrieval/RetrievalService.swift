@@ -11,17 +11,17 @@ import ShoalStore
 ///
 /// The local store is looked in before the machine is asked (by `Node.retrieve` for callers,
 /// by the session for a peer's request), so the machine only sees misses.
-actor RetrievalService {
+actor RetrievalService: DeadlineTicking {
     private let context: NodeContext
     private var machine: Retrieval
     private var callers: [UInt64: CheckedContinuation<Result<Chunk, RetrievalFailure>, Never>] = [:]
     private var nextCallerID: UInt64 = 0
     /// A task sleeps until the machine's next deadline while any attempt is open.
-    private var ticking = false
+    var ticking = false
     private var logger: Logger
     /// How long the ticking task sleeps at most between looks at the deadline (a new attempt
     /// may end sooner than the one it slept for).
-    private static let tickStepMs: UInt64 = 50
+    static let tickStepMs: UInt64 = 50
 
     init(context: NodeContext, limits: RetrievalLimits) {
         self.context = context
@@ -30,10 +30,6 @@ actor RetrievalService {
     }
 
     private var now: UInt64 { context.clock.nowMs() }
-
-    func status() -> RetrievalStatus {
-        RetrievalStatus(peers: machine.peers.count, openFetches: machine.openFetches, counters: machine.counters)
-    }
 
     // MARK: Callers on this node
 
@@ -113,10 +109,11 @@ actor RetrievalService {
                 callers.removeValue(forKey: id)?.resume(returning: result)
             case .keep(let chunk):
                 // Like any stored chunk: readers waiting for it wake, and sessions learn the bin grew.
-                context.writer.submit(StoreBatch(chunks: [chunk])) { [context, logger] result in
+                context.writer.submit(StoreBatch(chunks: [chunk])) { [context] result in
                     switch result {
                     case .success(let committed): context.committed(committed)
-                    case .failure(let error): logger.warning("could not keep a forwarded chunk: \(error)")
+                    // Per chunk forwarded while the disk is full: throttled.
+                    case .failure(let error): context.events.log("retrieval.keepFailed", level: .warning, "could not keep a forwarded chunk: \(error)")
                     }
                 }
             case .fault(let peer, let fault):
@@ -128,9 +125,10 @@ actor RetrievalService {
         startTicking()
     }
 
-    /// What `/status` shows, read without asking this actor.
+    /// What `/status` and `Node.retrievalStatus()` show, read without asking this actor.
     private func publish() {
-        context.retrieval.withLock { $0 = status() }
+        let status = RetrievalStatus(peers: machine.peers.count, openFetches: machine.openFetches, counters: machine.counters)
+        context.retrieval.withLock { $0 = status }
     }
 
     private func session(_ peer: OverlayAddress) -> PeerSession? {
@@ -147,21 +145,14 @@ actor RetrievalService {
         return Refusal(code: code, message: "\(failure)")
     }
 
-    /// While an attempt is open, a task wakes at its deadline (or every `tickStepMs`) and
-    /// ends the attempts that waited long enough.
-    private func startTicking() {
-        guard !ticking, machine.nextDeadline != nil else { return }
-        ticking = true
-        Task { await self.tickUntilIdle() }
-    }
+    // MARK: Timers (`DeadlineTicking`): attempts that waited long enough end.
 
-    private func tickUntilIdle() async {
-        while let deadline = machine.nextDeadline {
-            try? await context.clock.sleep(untilMs: min(deadline, now + Self.tickStepMs))
-            let actions = machine.tick(now: now)
-            if !actions.isEmpty { perform(actions) }
-        }
-        ticking = false
+    var clock: any ShoalClock { context.clock }
+    var machineDeadline: UInt64? { machine.nextDeadline }
+
+    func tick(now: UInt64) {
+        let actions = machine.tick(now: now)
+        if !actions.isEmpty { perform(actions) }
     }
 }
 
