@@ -1,6 +1,8 @@
+import Foundation
+import Locking
 import NIOCore
 import ShoalCore
-import ShoalNode
+@testable import ShoalNode
 import ShoalStore
 import ShoalTestSupport
 import Testing
@@ -12,14 +14,16 @@ import Testing
 @Suite(.serialized)
 struct NodeDownloadTests {
     /// Answers every retrieval request from `held`, and "not found" for the rest, until the
-    /// connection ends; returns the requests it saw.
-    static func serve(_ connection: EstablishedConnection, held: [ChunkAddress: Chunk]) -> Task<[RetrieveRequest], Error> {
+    /// connection ends; returns the requests it saw. `asked` counts them as they come.
+    static func serve(_ connection: EstablishedConnection, held: [ChunkAddress: Chunk],
+                      asked: Locked<Int>? = nil) -> Task<[RetrieveRequest], Error> {
         Task {
             try await connection.channel.executeThenClose { inbound, outbound in
                 var seen: [RetrieveRequest] = []
                 for try await message in inbound {
                     guard case .retrieveRequest(let request) = message else { continue }
                     seen.append(request)
+                    asked?.withLock { $0 += 1 }
                     let outcome: RetrieveDelivery.Outcome = held[request.address].map { .chunk(DeliveredChunk($0)) }
                         ?? .refused(Refusal(code: .notFound, message: "not here"))
                     try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: outcome)))
@@ -118,6 +122,58 @@ struct NodeDownloadTests {
         #expect(count == 1)
         #expect(missing.map(\.address) == [nowhere.address])
         for chunk in held { #expect(try b.node.chunk(chunk.address) == chunk, "what could be fetched is kept") }
+        await b.stop()
+        _ = try await script.value
+    }
+
+    /// A peer's answers are taken as they come, whatever the disk: while no commit can happen
+    /// (the test holds the store's write transaction), B keeps handing what C delivers to the
+    /// writer and asking C for more, up to its bound of uncommitted chunks; it does not stop
+    /// after one answer to wait for that answer's commits. Released, everything commits.
+    @Test(.timeLimit(.minutes(1)))
+    func answersAreTakenWhileTheStoreCannotCommit() async throws {
+        let b = try RunningNode(name: "b")
+        let port = try await b.startedPort()
+        let (c, connection) = try await b.dialAsRogue(seed: 103, port: port)
+        let bound = DownloadService.uncommittedChunksMax, window = DownloadLimits().requestsPerPeerMax
+        let chunks = SeededChunks.chunks(count: bound + 300, size: 64, seed: 44)
+        let asked = Locked(0)
+        let script = Self.serve(connection, held: Dictionary(uniqueKeysWithValues: chunks.map { ($0.address, $0) }), asked: asked)
+        try await eventually("B may ask C") { await b.node.retrievalStatus().peers == 1 }
+
+        let release = Locked(false)
+        let environment = b.node.store.environment
+        let holder = Task {
+            try? await onOwnThread {
+                try environment.write { _ in
+                    let until = ContinuousClock.now + .seconds(40)
+                    while !release.withLock({ $0 }) && ContinuousClock.now < until { usleep(1_000) }
+                    throw CancellationError()  // aborts: nothing of it is kept
+                }
+            }
+        }
+        try await eventually("the test holds the write transaction") { environment.openTransactions.writes == 1 }
+        let node = b.node
+        let download = Task { try await node.startDownload(chunks.map(\.address), hints: [c.identity.overlay]) }
+        // 8 requests at a time: far more than one window means B read on, each answer asking
+        // for one more, until the bound of uncommitted chunks holds the session.
+        try await eventually("C is asked for chunk after chunk while nothing commits", within: .seconds(30)) {
+            asked.withLock { $0 } >= bound
+        }
+        try await Task.sleep(for: .seconds(1))
+        #expect(asked.withLock { $0 } <= bound + window, "B stops reading at its bound of uncommitted chunks")
+        #expect(try b.node.store.count() == 0, "nothing committed meanwhile")
+        release.withLock { $0 = true }
+        _ = await holder.value
+        let started = try await download.value
+        var report = started
+        try await eventually("the download ends", within: .seconds(30)) {
+            report = try #require(await b.node.download(started.id))
+            return report.outcome != nil
+        }
+        #expect(report.outcome == .completed)
+        for chunk in chunks { #expect(try b.node.chunk(chunk.address) == chunk) }
+        #expect(try b.node.store.read { try $0.fetchSet().count } == 0)
         await b.stop()
         _ = try await script.value
     }
