@@ -2,7 +2,7 @@ import Foundation
 import Locking
 import NIOCore
 import ShoalCore
-@testable import ShoalNode
+import ShoalNode
 import ShoalStore
 import ShoalTestSupport
 import Testing
@@ -14,16 +14,14 @@ import Testing
 @Suite(.serialized)
 struct NodeDownloadTests {
     /// Answers every retrieval request from `held`, and "not found" for the rest, until the
-    /// connection ends; returns the requests it saw. `asked` counts them as they come.
-    static func serve(_ connection: EstablishedConnection, held: [ChunkAddress: Chunk],
-                      asked: Locked<Int>? = nil) -> Task<[RetrieveRequest], Error> {
+    /// connection ends; returns the requests it saw.
+    static func serve(_ connection: EstablishedConnection, held: [ChunkAddress: Chunk]) -> Task<[RetrieveRequest], Error> {
         Task {
             try await connection.channel.executeThenClose { inbound, outbound in
                 var seen: [RetrieveRequest] = []
                 for try await message in inbound {
                     guard case .retrieveRequest(let request) = message else { continue }
                     seen.append(request)
-                    asked?.withLock { $0 += 1 }
                     let outcome: RetrieveDelivery.Outcome = held[request.address].map { .chunk(DeliveredChunk($0)) }
                         ?? .refused(Refusal(code: .notFound, message: "not here"))
                     try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: outcome)))
@@ -126,19 +124,42 @@ struct NodeDownloadTests {
         _ = try await script.value
     }
 
-    /// A peer's answers are taken as they come, whatever the disk: while no commit can happen
-    /// (the test holds the store's write transaction), B keeps handing what C delivers to the
-    /// writer and asking C for more, up to its bound of uncommitted chunks; it does not stop
-    /// after one answer to wait for that answer's commits. Released, everything commits.
+    /// A peer's session reads on while the answers it delivered wait for their commit, and those
+    /// answers keep their requests' slots meanwhile. The test holds the store's write
+    /// transaction, so nothing commits: C is asked for one window of 8 chunks and no more (8 of
+    /// its chunks at most are lost in a crash), and B's session still answers C's ping (it used
+    /// to wait inside the downloader for each answer's two commits, reading nothing else).
+    /// Released, everything commits and the download completes.
     @Test(.timeLimit(.minutes(1)))
-    func answersAreTakenWhileTheStoreCannotCommit() async throws {
+    func aPeersSessionReadsOnWhileItsAnswersWaitForTheirCommit() async throws {
         let b = try RunningNode(name: "b")
         let port = try await b.startedPort()
         let (c, connection) = try await b.dialAsRogue(seed: 103, port: port)
-        let bound = DownloadService.uncommittedChunksMax, window = DownloadLimits().requestsPerPeerMax
-        let chunks = SeededChunks.chunks(count: bound + 300, size: 64, seed: 44)
-        let asked = Locked(0)
-        let script = Self.serve(connection, held: Dictionary(uniqueKeysWithValues: chunks.map { ($0.address, $0) }), asked: asked)
+        let window = DownloadLimits().requestsPerPeerMax
+        let chunks = SeededChunks.chunks(count: 40, size: 64, seed: 44)
+        let held = Dictionary(uniqueKeysWithValues: chunks.map { ($0.address, $0) })
+        let asked = Locked(0), ponged = Locked(false)
+        let script = Task {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                for try await message in inbound {
+                    switch message {
+                    case .retrieveRequest(let request):
+                        let n = asked.withLock { count -> Int in
+                            count += 1
+                            return count
+                        }
+                        let outcome: RetrieveDelivery.Outcome = held[request.address].map { .chunk(DeliveredChunk($0)) }
+                            ?? .refused(Refusal(code: .notFound, message: "not here"))
+                        try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: outcome)))
+                        if n == window { try await outbound.write(.ping(nonce: 77)) }
+                    case .pong(let nonce) where nonce == 77:
+                        ponged.withLock { $0 = true }
+                    default:
+                        continue
+                    }
+                }
+            }
+        }
         try await eventually("B may ask C") { await b.node.retrievalStatus().peers == 1 }
 
         let release = Locked(false)
@@ -155,13 +176,12 @@ struct NodeDownloadTests {
         try await eventually("the test holds the write transaction") { environment.openTransactions.writes == 1 }
         let node = b.node
         let download = Task { try await node.startDownload(chunks.map(\.address), hints: [c.identity.overlay]) }
-        // 8 requests at a time: far more than one window means B read on, each answer asking
-        // for one more, until the bound of uncommitted chunks holds the session.
-        try await eventually("C is asked for chunk after chunk while nothing commits", within: .seconds(30)) {
-            asked.withLock { $0 } >= bound
+        try await eventually("C is asked for one window") { asked.withLock { $0 } == window }
+        try await eventually("B's session answers C's ping sent after the window's answers", within: .seconds(10)) {
+            ponged.withLock { $0 }
         }
-        try await Task.sleep(for: .seconds(1))
-        #expect(asked.withLock { $0 } <= bound + window, "B stops reading at its bound of uncommitted chunks")
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(asked.withLock { $0 } == window, "answers waiting for their commit keep their slots")
         #expect(try b.node.store.count() == 0, "nothing committed meanwhile")
         release.withLock { $0 = true }
         _ = await holder.value
