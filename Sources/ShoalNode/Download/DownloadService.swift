@@ -50,8 +50,9 @@ actor DownloadService {
     /// waiting for that number to fall below `uncommittedChunksMax`.
     private var uncommitted = 0
     private var commitWaiters: [CheckedContinuation<Void, Never>] = []
-    /// About 4 MiB of payload: more than a durable commit's worth at the tens of MB/s a
-    /// download moves, and what it may hold in memory beyond its requests.
+    /// About 4 MiB of payload. The machine keeps each peer's answers being stored within its
+    /// request slots (`requestsPerPeerMax`, 8), so this holds only with more than 128 peers
+    /// answering at once: it bounds what the downloader holds in memory then.
     static let uncommittedChunksMax = 1024
 
     /// How `perform` writes what an event persists.
