@@ -151,8 +151,8 @@ struct DownloadCrash: ParsableCommand {
             lmdb-inspect verify on its store, restart it on the same data directory and ports, \
             and check from the \
             outside that every download not ended is shown running with its progress \
-            (GET /downloads/{id}; one that ended before the kill is gone from the API after a \
-            restart, and is looked up in the store's download records instead). Then wait until \
+            (GET /downloads/{id} and GET /downloads; one that ended before the kill is not \
+            resumed, and what the API says of it is only noted). Then wait until \
             every download completed, and count: chunks D's store lacks (lost), chunks served \
             beyond one each (fetched_twice: the holders' chunksServed deltas summed, less N), \
             against bound = K × H × requestsPerPeerMax (8): one batch per peer per crash. Prints \
@@ -404,7 +404,8 @@ struct DownloadRun {
 
     /// What the API shows of the downloads after a restart: each one still running in the
     /// store must be listed by `GET /downloads` and answer `GET /downloads/{id}` as running
-    /// with its progress; one done in the store before the restart is gone from the API.
+    /// with its progress (or completed, if it ended since). One done in the store before the
+    /// restart is not resumed: what the API says of it is noted, not checked.
     func resumedDownloads(_ member: ClusterMember, ids: [String], deadline: Double) throws -> ResumeCheck {
         guard let port = member.process?.apiPort else { throw BenchError("\(member.name) is not running") }
         let listed = Dictionary(try DownloadAPIClient.list(port: port, deadline: deadline).map { ($0.id, $0) }) { a, _ in a }
@@ -412,17 +413,18 @@ struct DownloadRun {
         for id in ids {
             let view = try DownloadAPIClient.status(port: port, id: id, deadline: deadline)
             let state = storedState(member, id)
-            if state == .done && view == nil {
-                check.parts.append("\(id.prefix(8)) done before the restart (store record; the API no longer knows it)")
+            let shownAs = view.map { "\($0.state) \($0.done.map(String.init) ?? "-")/\($0.total.map(String.init) ?? "-")" } ?? "404"
+            if state == .done && view?.state != "running" {
+                check.parts.append("\(id.prefix(8)) ended before the restart (GET: \(shownAs), listed: \(listed[id] != nil))")
                 continue
             }
             check.checked += 1
-            if let view, view.state == "running" || view.state == "completed", listed[id] != nil, view.state != "running" || view.done != nil {
+            if let view, listed[id] != nil, (view.state == "running" && view.done != nil) || view.state == "completed" {
                 check.shown += 1
-                check.parts.append("\(id.prefix(8)) \(view.state) \(view.done.map(String.init) ?? "-")/\(view.total.map(String.init) ?? "-")")
+                check.parts.append("\(id.prefix(8)) \(shownAs)")
             } else {
-                check.parts.append("\(id.prefix(8)) NOT SHOWN (GET: \(view.map { "\($0.state) \($0.done ?? -1)/\($0.total ?? -1)" } ?? "404"), "
-                                   + "listed: \(listed[id] != nil), store: \(state.map { "\($0)" } ?? "no record"))")
+                check.parts.append("\(id.prefix(8)) NOT SHOWN (GET: \(shownAs), listed: \(listed[id] != nil), "
+                                   + "store: \(state.map { "\($0)" } ?? "no record"))")
             }
         }
         return check
