@@ -35,7 +35,30 @@ struct DownloaderTests {
         #expect(h.inFlightPerPeer == [peer(0): 8, peer(1): 8, peer(2): 8])
         // A slot that frees is taken again at once, by the same peer (the only one with room).
         h.deliver(requests[0].address, from: requests[0].peer)
+        h.store(requests[0].address)
         #expect(h.takeRequests().map(\.peer) == [requests[0].peer])
+    }
+
+    /// An answer keeps its request's slot until the store commits it: a peer has at most 8
+    /// chunks asked or delivered and not yet stored, so a crash loses at most 8 of each peer's.
+    @Test func anAnswerKeepsItsPeersSlotUntilTheStoreCommitsIt() throws {
+        var h = DownloaderHarness()
+        let p = peer(0)
+        h.connect(p)
+        try h.start(download(0), (0..<20).map(chunk), hints: [p])
+        let first = h.takeRequests()
+        #expect(first.count == 8)
+        for r in first { h.deliver(r.address, from: p) }
+        #expect(h.takeRequests().isEmpty, "eight answers being stored: no slot to spare")
+        h.store(first[0].address)
+        #expect(h.takeRequests().count == 1, "a commit frees one")
+        // A store that failed frees its slot too; the chunk is asked for again.
+        h.record(h.machine.storeFailed(first[1].address, now: h.now))
+        #expect(h.takeRequests().count == 1)
+        // So does a download cancelled while its answers are being stored.
+        h.cancel(download(0))
+        try h.start(download(1), (20..<40).map(chunk), hints: [p])
+        #expect(h.takeRequests().count == 8)
     }
 
     @Test func dialsStayWithinTheirLimitAndAFailedDialBacksOff() throws {

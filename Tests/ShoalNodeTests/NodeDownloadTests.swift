@@ -1,3 +1,5 @@
+import Foundation
+import Locking
 import NIOCore
 import ShoalCore
 import ShoalNode
@@ -118,6 +120,80 @@ struct NodeDownloadTests {
         #expect(count == 1)
         #expect(missing.map(\.address) == [nowhere.address])
         for chunk in held { #expect(try b.node.chunk(chunk.address) == chunk, "what could be fetched is kept") }
+        await b.stop()
+        _ = try await script.value
+    }
+
+    /// A peer's session reads on while the answers it delivered wait for their commit, and those
+    /// answers keep their requests' slots meanwhile. The test holds the store's write
+    /// transaction, so nothing commits: C is asked for one window of 8 chunks and no more (8 of
+    /// its chunks at most are lost in a crash), and B's session still answers C's ping (it used
+    /// to wait inside the downloader for each answer's two commits, reading nothing else).
+    /// Released, everything commits and the download completes.
+    @Test(.timeLimit(.minutes(1)))
+    func aPeersSessionReadsOnWhileItsAnswersWaitForTheirCommit() async throws {
+        let b = try RunningNode(name: "b")
+        let port = try await b.startedPort()
+        let (c, connection) = try await b.dialAsRogue(seed: 103, port: port)
+        let window = DownloadLimits().requestsPerPeerMax
+        let chunks = SeededChunks.chunks(count: 40, size: 64, seed: 44)
+        let held = Dictionary(uniqueKeysWithValues: chunks.map { ($0.address, $0) })
+        let asked = Locked(0), ponged = Locked(false)
+        let script = Task {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                for try await message in inbound {
+                    switch message {
+                    case .retrieveRequest(let request):
+                        let n = asked.withLock { count -> Int in
+                            count += 1
+                            return count
+                        }
+                        let outcome: RetrieveDelivery.Outcome = held[request.address].map { .chunk(DeliveredChunk($0)) }
+                            ?? .refused(Refusal(code: .notFound, message: "not here"))
+                        try await outbound.write(.retrieveDelivery(RetrieveDelivery(ruid: request.ruid, outcome: outcome)))
+                        if n == window { try await outbound.write(.ping(nonce: 77)) }
+                    case .pong(let nonce) where nonce == 77:
+                        ponged.withLock { $0 = true }
+                    default:
+                        continue
+                    }
+                }
+            }
+        }
+        try await eventually("B may ask C") { await b.node.retrievalStatus().peers == 1 }
+
+        let release = Locked(false)
+        let environment = b.node.store.environment
+        let holder = Task {
+            try? await onOwnThread {
+                try environment.write { _ in
+                    let until = ContinuousClock.now + .seconds(40)
+                    while !release.withLock({ $0 }) && ContinuousClock.now < until { usleep(1_000) }
+                    throw CancellationError()  // aborts: nothing of it is kept
+                }
+            }
+        }
+        try await eventually("the test holds the write transaction") { environment.openTransactions.writes == 1 }
+        let node = b.node
+        let download = Task { try await node.startDownload(chunks.map(\.address), hints: [c.identity.overlay]) }
+        try await eventually("C is asked for one window") { asked.withLock { $0 } == window }
+        try await eventually("B's session answers C's ping sent after the window's answers", within: .seconds(10)) {
+            ponged.withLock { $0 }
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(asked.withLock { $0 } == window, "answers waiting for their commit keep their slots")
+        #expect(try b.node.store.count() == 0, "nothing committed meanwhile")
+        release.withLock { $0 = true }
+        _ = await holder.value
+        let started = try await download.value
+        var report = started
+        try await eventually("the download ends", within: .seconds(30)) {
+            report = try #require(await b.node.download(started.id))
+            return report.outcome != nil
+        }
+        #expect(report.outcome == .completed)
+        for chunk in chunks { #expect(try b.node.chunk(chunk.address) == chunk) }
+        #expect(try b.node.store.read { try $0.fetchSet().count } == 0)
         await b.stop()
         _ = try await script.value
     }

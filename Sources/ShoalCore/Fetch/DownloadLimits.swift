@@ -4,7 +4,9 @@ public struct DownloadLimits: Sendable, Equatable {
     /// Requests out at once over all peers: keeps the node from flooding its own link (other
     /// downloaders allow about 50).
     public var requestsInFlightMax = 64
-    /// Requests out at once to one peer, so no peer is asked for more than it serves in parallel.
+    /// Requests out at once to one peer, with the answers of it that are being stored: so no
+    /// peer is asked for more than it serves in parallel, and a crash loses at most this many of
+    /// a peer's chunks (asked, or delivered and not committed yet).
     public var requestsPerPeerMax = 8
     /// Connections being dialled at once for hinted peers that are not connected.
     public var dialsInFlightMax = 8

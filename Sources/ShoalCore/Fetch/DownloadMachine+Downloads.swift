@@ -145,7 +145,15 @@ extension DownloadMachine {
         guard let fetch = fetches.removeValue(forKey: address) else { return }
         waiting.remove(address)
         if case .inFlight(let id) = fetch.state { fx.emit(.cancelRequest(endRequest(id))) }
+        releaseSlot(of: fetch)
         fx.emit(.removeFetch(address))
+    }
+
+    /// A chunk that was being stored as the answer to a request no longer is: its peer's slot
+    /// is free again.
+    mutating func releaseSlot(of fetch: Fetch) {
+        guard fetch.state == .storing, let peer = fetch.deliveredBy else { return }
+        peers[peer]!.storing -= 1
     }
 
     // MARK: Answers
@@ -170,6 +178,10 @@ extension DownloadMachine {
             if request.peer != peer {
                 counters.deliveredUnasked += 1
                 fx.emit(.cancelRequest(request))
+            } else {
+                // Its slot stays taken until the commit.
+                peers[peer]!.storing += 1
+                fetches[address]!.deliveredBy = peer
             }
         case .failed:
             for group in fetch.groups {
@@ -248,6 +260,7 @@ extension DownloadMachine {
         guard let fetch = fetches.removeValue(forKey: address) else { return finish(&fx, now: now) }
         waiting.remove(address)
         if case .inFlight(let id) = fetch.state { fx.emit(.cancelRequest(endRequest(id))) }
+        releaseSlot(of: fetch)
         let wasFailed = if case .failed = fetch.state { true } else { false }
         for group in fetch.groups {
             downloads[group]!.done += 1
@@ -264,6 +277,8 @@ extension DownloadMachine {
         let now = advance(now)
         var fx = Effects()
         guard let fetch = fetches[address], fetch.state == .storing else { return finish(&fx, now: now) }
+        releaseSlot(of: fetch)
+        fetches[address]!.deliveredBy = nil
         counters.storesFailed += 1
         // A chunk delivered after it had failed may have its budget spent already.
         fetches[address]!.attempts = min(fetches[address]!.attempts + 1, limits.attemptsPerChunkMax)

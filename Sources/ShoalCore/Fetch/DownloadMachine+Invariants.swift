@@ -23,6 +23,7 @@ extension DownloadMachine {
         var pending: [DownloadID: Int] = [:]
         var failed: [DownloadID: Int] = [:]
         var readyCount = 0
+        var storingPerPeer: [OverlayAddress: Int] = [:]
         var timed: [Timer] = []
         var waitingCount = 0
         for (address, f) in fetches {
@@ -42,6 +43,7 @@ extension DownloadMachine {
                          "\(address): \(f.tries.count) peers tried, or one twice")
             precondition(f.tries.allSatisfy { $0.attempts <= limits.attemptsPerPeerMax }, "\(address): a peer asked past its budget")
             precondition(f.attempts <= limits.attemptsPerChunkMax, "\(address): \(f.attempts) attempts")
+            precondition(f.deliveredBy == nil || f.state == .storing, "\(address) holds a slot of \(f.deliveredBy!) while \(f.state)")
             var isFailed = false
             switch f.state {
             case .ready:
@@ -59,7 +61,7 @@ extension DownloadMachine {
             case .inFlight(let id):
                 precondition(requests[id]?.address == address, "\(address) in flight under \(id), which asks for something else")
             case .storing:
-                break
+                if let p = f.deliveredBy { storingPerPeer[p, default: 0] += 1 }
             case .failed:
                 isFailed = true
             }
@@ -83,11 +85,14 @@ extension DownloadMachine {
             precondition(r.deadlineMs > r.sentMs, "request \(id) due before it was sent")
             perPeer[r.peer, default: 0] += 1
         }
+        precondition(storingPerPeer.keys.allSatisfy { peers[$0] != nil }, "an answer being stored holds the slot of a peer forgotten")
         var dialing = 0
         var dropped = 0
         for (peer, p) in peers {
-            precondition(p.inFlight == perPeer[peer, default: 0] && p.inFlight <= limits.requestsPerPeerMax,
-                         "\(peer) counts \(p.inFlight) requests, \(perPeer[peer, default: 0]) are out, at most \(limits.requestsPerPeerMax)")
+            precondition(p.inFlight == perPeer[peer, default: 0] && p.storing == storingPerPeer[peer, default: 0]
+                         && p.busy <= limits.requestsPerPeerMax,
+                         "\(peer) counts \(p.inFlight) requests and \(p.storing) answers being stored, \(perPeer[peer, default: 0]) "
+                         + "and \(storingPerPeer[peer, default: 0]) are, at most \(limits.requestsPerPeerMax) together")
             if p.dialDeadlineMs != nil {
                 dialing += 1
                 precondition(!p.connected, "\(peer) dialled while connected")

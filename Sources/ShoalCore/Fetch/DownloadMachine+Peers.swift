@@ -162,7 +162,7 @@ extension DownloadMachine {
     /// silence is `peerMemoryMs` old; and the longest silent ones beyond `peersRememberedMax`.
     private mutating func forgetPeers(now: UInt64) {
         var idle: [(silence: UInt64, peer: OverlayAddress)] = []
-        for (peer, record) in peers where !record.connected && record.dialDeadlineMs == nil && record.inFlight == 0 {
+        for (peer, record) in peers where !record.connected && record.dialDeadlineMs == nil && record.busy == 0 {
             if record.backoffUntilMs == nil, now >= (record.lastSilenceMs ?? 0) &+ limits.peerMemoryMs {
                 peers[peer] = nil
             } else {

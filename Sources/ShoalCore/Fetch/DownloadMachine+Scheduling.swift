@@ -55,11 +55,11 @@ extension DownloadMachine {
                 }
                 return
             }
-            guard !full && record.inFlight < limits.requestsPerPeerMax else {
+            guard !full && record.busy < limits.requestsPerPeerMax else {
                 e.busy = true
                 return
             }
-            let score = (kind == 0 ? 0 : 1, record.inFlight, kind, order)
+            let score = (kind == 0 ? 0 : 1, record.busy, kind, order)
             if score < bestScore {
                 bestScore = score
                 e.best = peer
@@ -195,7 +195,7 @@ extension DownloadMachine {
     mutating func schedule(now: UInt64, _ fx: inout Effects) {
         var available = connected.reduce(0) { n, peer in
             let p = peers[peer]!
-            return n + (p.backoffUntilMs == nil && p.inFlight < limits.requestsPerPeerMax ? 1 : 0)
+            return n + (p.backoffUntilMs == nil && p.busy < limits.requestsPerPeerMax ? 1 : 0)
         }
         var busy: [ReadyEntry] = []
         var scanned = 0
@@ -211,7 +211,7 @@ extension DownloadMachine {
             scanned += 1
             switch examine(top.address, now: now, &fx) {
             case .asked(let peer):
-                if peers[peer]!.inFlight == limits.requestsPerPeerMax { available -= 1 }
+                if peers[peer]!.busy == limits.requestsPerPeerMax { available -= 1 }
             case .busy:
                 busy.append(top)
             case .waiting, .failed:

@@ -76,7 +76,8 @@ public struct DownloadMachine: Sendable {
         case parked(giveUpAt: UInt64)
         /// One request is out, under this ID.
         case inFlight(UInt64)
-        /// Delivered; the shell stores it. Completes on `stored`.
+        /// Delivered; the shell stores it. Completes on `stored`. The answer to a request of
+        /// ours keeps its peer's slot (`Fetch.deliveredBy`) until then.
         case storing
         /// Could not be fetched. Kept until every download wanting it has ended, so that a
         /// restart still knows; another download wanting it brings it back with a fresh budget.
@@ -126,6 +127,8 @@ public struct DownloadMachine: Sendable {
         var key: FetchKey
         /// Since when no peer could be asked (nil: one could, or was asked, last time it was looked at).
         var noProviderSince: UInt64?
+        /// While `storing` the answer to our request to this peer: the slot it holds there.
+        var deliveredBy: OverlayAddress?
     }
 
     struct Download: Sendable {
@@ -154,6 +157,12 @@ public struct DownloadMachine: Sendable {
     struct Peer: Sendable {
         var connected = false
         var inFlight = 0
+        /// Chunks it delivered in answer to our requests that are being stored: they keep their
+        /// request slots until the commit, so a crash loses at most `requestsPerPeerMax` of a
+        /// peer's chunks, asked or delivered.
+        var storing = 0
+        /// Slots taken: requests out and answers being stored.
+        var busy: Int { inFlight + storing }
         var dialDeadlineMs: UInt64?
         var dialStartedMs: UInt64 = 0
         /// Silences in a row (0: responsive); above `unresponsiveBackoffMs.count`: dropped.
