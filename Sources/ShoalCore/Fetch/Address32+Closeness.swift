@@ -11,7 +11,7 @@ extension Address32 {
     }
 
     /// Whether `self` is closer to `target` than `other` is, by XOR distance.
-    func isCloser(to target: Address32, than other: Address32) -> Bool {
+    public func isCloser(to target: Address32, than other: Address32) -> Bool {
         (w0 ^ target.w0, w1 ^ target.w1, w2 ^ target.w2, w3 ^ target.w3)
             < (other.w0 ^ target.w0, other.w1 ^ target.w1, other.w2 ^ target.w2, other.w3 ^ target.w3)
     }

@@ -20,6 +20,8 @@ public enum PeerFault: Equatable, Sendable, CustomStringConvertible {
     case malformedFrame(String)
     /// More requests a second than any honest peer sends (`SessionLimits.requestsPerSecondMax`).
     case flooding(String)
+    /// A push receipt for another chunk than the one pushed, or whose signature does not hold.
+    case invalidReceipt(String)
 
     /// Whether the connection must be closed; otherwise the peer is only scored down.
     public var dropsPeer: Bool {
@@ -40,6 +42,7 @@ public enum PeerFault: Equatable, Sendable, CustomStringConvertible {
         case .overloaded(let m): return "overloaded: \(m)"
         case .malformedFrame(let m): return "malformed frame: \(m)"
         case .flooding(let m): return "flooding: \(m)"
+        case .invalidReceipt(let m): return "invalid receipt: \(m)"
         }
     }
 }
