@@ -28,12 +28,49 @@ public struct UploadResponse: Codable, Sendable, Equatable {
     public var binID: UInt64?
     /// True when the store already held the chunk (status 200 instead of 201).
     public var duplicate: Bool
+    /// How the push toward the chunk's neighbourhood ended; absent when the upload asked for
+    /// none (`Shoal-Push: false`, `?push=false`).
+    public var push: PushReport?
 
-    public init(address: String, bin: Int, binID: UInt64?, duplicate: Bool) {
+    public init(address: String, bin: Int, binID: UInt64?, duplicate: Bool, push: PushReport? = nil) {
         self.address = address
         self.bin = bin
         self.binID = binID
         self.duplicate = duplicate
+        self.push = push
+    }
+}
+
+/// How an upload's push ended: a receipt, checked (its signature holds, and its key makes
+/// `storer`), or why none came. A failed push loses nothing: the chunk is stored on this node
+/// either way, and pull sync carries it on.
+public struct PushReport: Codable, Sendable, Equatable {
+    /// The overlay of the node that stored the chunk and signed the receipt (64 hex digits).
+    public var storer: String?
+    /// The storer's proximity to the chunk's address (0…256): how far into the chunk's
+    /// neighbourhood it lies.
+    public var proximity: Int?
+    /// True when this node is the storer (it lies in the chunk's neighbourhood, or no peer is
+    /// closer to the address).
+    public var thisNode: Bool?
+    /// The receipt itself, for anyone to check later: the storer's Ed25519 public key and its
+    /// signature over `Receipt.signedBytes` (Docs/Protocol.md §12), hex.
+    public var publicKey: String?
+    public var signature: String?
+    /// Why no receipt came.
+    public var error: String?
+
+    public init(_ result: Result<PushReceipt, PushFailure>, address: ChunkAddress, node: OverlayAddress) {
+        switch result {
+        case .success(let receipt):
+            storer = receipt.storer.hex
+            proximity = receipt.storer.proximity(to: address)
+            thisNode = receipt.storer == node
+            publicKey = receipt.receipt.publicKey.hexEncoded
+            signature = receipt.receipt.signature.hexEncoded
+        case .failure(let failure):
+            error = "\(failure)"
+        }
     }
 }
 
@@ -117,19 +154,48 @@ private func uploadChunk(_ request: Request, context: APIRequestContext, node: s
         throw APIError(.badRequest, .invalidChunk, error.description)
     }
 
-    // Durable before we answer: `upload` returns after the commit.
+    let push = try pushRequested(request)
+    // Durable before we answer: `upload` returns after the commit, and only then is it pushed.
     let result = try await node.upload(chunk)
     let address = chunk.address.hex
+    let report = push ? PushReport(await node.push(chunk), address: chunk.address, node: node.overlay) : nil
     if let stored = result.stored.first(where: { $0.address == chunk.address }) {
         return try JSONBody.response(
-            UploadResponse(address: address, bin: Int(stored.bin), binID: stored.binID, duplicate: false),
+            UploadResponse(address: address, bin: Int(stored.bin), binID: stored.binID, duplicate: false, push: report),
             status: .created, headers: [.location: "/chunks/\(address)"])
     }
     let location = try node.storedLocation(chunk.address)
     let bin = location?.bin ?? Proximity.bin(of: chunk.address, relativeTo: node.overlay)
     return try JSONBody.response(
-        UploadResponse(address: address, bin: bin, binID: location?.binID, duplicate: true),
+        UploadResponse(address: address, bin: bin, binID: location?.binID, duplicate: true, push: report),
         status: .ok, headers: [.location: "/chunks/\(address)"])
+}
+
+/// Whether an upload is pushed to its neighbourhood: yes, unless `Shoal-Push: false` or
+/// `?push=false` (a node whose peers will pull it, or a test).
+func pushRequested(_ request: Request) throws -> Bool {
+    if let value = request.uri.queryParameters.get("push") {
+        guard let push = Bool(flag: value) else {
+            throw APIError(.badRequest, .badRequest, "push: '\(value.prefix(40))' is not true or false")
+        }
+        if !push { return false }
+    }
+    guard let value = FileHeaders.value(request, FileHeaders.push) else { return true }
+    guard let push = Bool(flag: value) else {
+        throw APIError(.badRequest, .invalidHeader, "\(FileHeaders.push): '\(value.prefix(40))' is not true or false")
+    }
+    return push
+}
+
+extension Bool {
+    /// true, 1, yes / false, 0, no (any case); nil for anything else.
+    init?(flag: String) {
+        switch flag.lowercased() {
+        case "true", "1", "yes": self = true
+        case "false", "0", "no": self = false
+        default: return nil
+        }
+    }
 }
 
 /// The local store first; on a miss the network (retrieval), unless `Shoal-Local: true`,

@@ -16,6 +16,8 @@ public enum FileHeaders {
     /// On a chunk's answer: where it came from, `local` (the store) or `network` (retrieval).
     public static let source = "Shoal-Source"
     public static let waitSeconds = "Shoal-Wait-Seconds"
+    /// On an upload: `false` keeps it on this node (no push to its neighbourhood).
+    public static let push = "Shoal-Push"
 
     static func value(_ request: Request, _ name: String) -> String? {
         for spelling in [name, name.replacingPrefix("Shoal-", with: "Swarm-")] {

@@ -9,6 +9,8 @@ public protocol NodeAPIBacking: Sendable {
     var overlay: OverlayAddress { get }
     /// Stores a chunk durably; returns after the commit.
     func upload(_ chunk: Chunk) async throws -> BatchResult
+    /// Pushes a stored chunk toward its neighbourhood; ends with the checked receipt or why none came.
+    func push(_ chunk: Chunk) async -> Result<PushReceipt, PushFailure>
     /// A chunk from the local store, re-hashed against its address; nil when absent.
     func chunk(_ address: ChunkAddress) throws -> Chunk?
     /// A chunk from the local store or, on a miss, from the network (retrieval), re-hashed.

@@ -26,6 +26,7 @@ public final class Node: Service, Sendable {
     /// Topology, dialling and subscriptions.
     private let supervisor: Supervisor
     private let retrieval: RetrievalService
+    private let push: PushService
     private let downloads: DownloadService
     private let logger: Logger
     private let state = Locked(RunState())
@@ -62,6 +63,7 @@ public final class Node: Service, Sendable {
         supervisorLimits.pullSync = configuration.pullSync
         supervisor = Supervisor(context: context, limits: supervisorLimits, seed: UInt64.random(in: .min ... .max))
         retrieval = RetrievalService(context: context, limits: configuration.retrieval)
+        push = PushService(context: context, identity: identity, limits: configuration.push)
         downloads = DownloadService(context: context, supervisor: supervisor, limits: configuration.downloads,
                                     seed: UInt64.random(in: .min ... .max))
         let downloads = self.downloads
@@ -241,8 +243,8 @@ public final class Node: Service, Sendable {
                     try? await outbound.write(.goodbye(goodbye))
                     return
                 }
-                let session = PeerSession(peer: peer, context: context, supervisor: supervisor, retrieval: retrieval, downloads: downloads,
-                                          outbound: outbound,
+                let session = PeerSession(peer: peer, context: context, supervisor: supervisor, retrieval: retrieval, push: push,
+                                          downloads: downloads, outbound: outbound,
                                           close: { channel.close(promise: nil) })
                 // One session per peer: of two connections between the same nodes, the one the
                 // node with the smaller overlay dialled survives.
@@ -268,6 +270,7 @@ public final class Node: Service, Sendable {
                                                          "peer.address": "\(peer.remoteAddress)", "peer.outbound": "\(peer.outbound)"])
                 await supervisor.connected(session)
                 await retrieval.peerConnected(peer.overlay)
+                await push.peerConnected(peer.overlay)
                 await downloads.peerConnected(peer.overlay)
                 await session.run(inbound: inbound)
                 let dropped = await session.droppedForFault
@@ -281,6 +284,7 @@ public final class Node: Service, Sendable {
                 // A session that was replaced leaves the peer connected through its successor.
                 if current {
                     await retrieval.peerDisconnected(peer.overlay)
+                    await push.peerDisconnected(peer.overlay)
                     await downloads.peerDisconnected(peer.overlay)
                 }
                 context.events.log("peer.disconnected", level: .info, "peer disconnected", metadata: ["peer.overlay": "\(peer.overlay.hex.prefix(16))"])
@@ -384,6 +388,22 @@ public final class Node: Service, Sendable {
         return await retrieval.retrieve(address)
     }
 
+    // MARK: Push
+
+    /// Pushes a chunk this node stores toward the neighbourhood of its address
+    /// (`Docs/Retrieval.md`, "Push"): handed from peer to peer closer to the address until a node
+    /// where it belongs stores it and signs a receipt, which comes back checked. This node's own
+    /// receipt when it is that node (it lies in the chunk's neighbourhood, or no peer is closer).
+    /// The attempt limit and timeouts bound the wait.
+    public func push(_ chunk: Chunk) async -> Result<PushReceipt, PushFailure> {
+        await push.push(chunk)
+    }
+
+    /// Push now: pushes open and what it has done since the node started.
+    public func pushStatus() -> PushStatus {
+        context.push.withLock { $0 }
+    }
+
     // MARK: Downloads
 
     /// Starts downloading `addresses` (at most `DownloadLimits.chunksPerDownloadMax`) from the
@@ -432,7 +452,7 @@ public final class Node: Service, Sendable {
                           chunksDuplicate: context.chunksDuplicate.load(ordering: .relaxed),
                           connections: .init(inbound: state.withLock { $0.listener?.status },
                                              outbound: context.sessions.withLock { $0.values.count(where: { $0.peer.outbound }) }),
-                          retrieval: context.retrieval.withLock { $0 }, pullSync: configuration.pullSync)
+                          retrieval: context.retrieval.withLock { $0 }, push: context.push.withLock { $0 }, pullSync: configuration.pullSync)
     }
 
     /// The Kademlia table: depth, radius, bins, connected peers and the bins synced from each.

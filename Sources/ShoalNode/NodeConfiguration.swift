@@ -37,6 +37,8 @@ public struct NodeConfiguration: Sendable {
     public var session = SessionLimits()
     /// Retrieval: attempts, timeouts per hop, hops, and what one peer may keep open with us.
     public var retrieval = RetrievalLimits()
+    /// Push: attempts, timeouts per hop, hops, and what one peer may keep open with us.
+    public var push = PushLimits()
     /// The downloader: requests in flight, retries and back-offs, budgets (`DownloadLimits`).
     public var downloads = DownloadLimits()
     /// Bounds on inbound connections and the penalty box for addresses that keep offending
@@ -80,6 +82,8 @@ public struct NodeStatus: Sendable, Equatable, Codable {
     public var connections: Connections
     /// Retrieval: peers it may ask, fetches open, and its counters (nil from an older node).
     public var retrieval: RetrievalStatus?
+    /// Push: pushes open and its counters (nil from an older node).
+    public var push: PushStatus?
     /// False for a light node: it pulls nothing by sync (`NodeConfiguration.pullSync`); nil
     /// from an older node, which always pulls.
     public var pullSync: Bool?

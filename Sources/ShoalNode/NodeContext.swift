@@ -28,6 +28,8 @@ final class NodeContext: Sendable {
     let arrivals = ChunkArrivals()
     /// Retrieval as its actor last published it (for `/status`, without awaiting the actor).
     let retrieval = Locked(RetrievalStatus())
+    /// Push as its actor last published it.
+    let push = Locked(PushStatus())
     /// Told what every commit stored (the downloader: a chunk pull sync brings completes a
     /// download too). Called on the committing thread, once per commit: it must not block.
     let storedObserver = Locked<(@Sendable ([StoredChunk]) -> Void)?>(nil)

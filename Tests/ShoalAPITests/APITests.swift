@@ -19,9 +19,16 @@ struct ChunkEndpointTests {
                 #expect(posted.status == .created)
                 #expect(posted.headers[.location] == "/chunks/\(chunk.address.hex)")
                 let answer = try decode(UploadResponse.self, posted)
-                #expect(answer == UploadResponse(address: chunk.address.hex,
-                                                 bin: Proximity.bin(of: chunk.address, relativeTo: node.overlay),
-                                                 binID: 1, duplicate: false))
+                #expect(answer.address == chunk.address.hex && answer.binID == 1 && !answer.duplicate)
+                #expect(answer.bin == Proximity.bin(of: chunk.address, relativeTo: node.overlay))
+                // A node with no peer is the closest node to every address: it signs the receipt itself.
+                let push = try #require(answer.push)
+                #expect(push.storer == node.overlay.hex && push.thisNode == true && push.error == nil)
+                #expect(push.proximity == node.overlay.proximity(to: chunk.address))
+                #expect(push.publicKey == node.identity.publicKey.hexEncoded)
+                let receipt = Receipt.Stored(address: chunk.address, publicKey: node.identity.publicKey,
+                                             signature: try #require(push.signature.flatMap(bytes(hex:))))
+                #expect(receipt.check(networkID: node.identity.networkID) == (node.overlay, true), "the receipt's signature holds")
 
                 let got = try await client.get("/chunks/\(chunk.address.hex)")
                 #expect(got.status == .ok)
@@ -261,4 +268,16 @@ struct ErrorShapeTests {
             }
         }
     }
+}
+
+/// Bytes from hex digits (an even count of them); nil for anything else.
+func bytes(hex: String) -> [UInt8]? {
+    let digits = Array(hex.utf8)
+    guard digits.count % 2 == 0 else { return nil }
+    var out: [UInt8] = []
+    for i in stride(from: 0, to: digits.count, by: 2) {
+        guard let byte = UInt8(String(decoding: digits[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
+        out.append(byte)
+    }
+    return out
 }

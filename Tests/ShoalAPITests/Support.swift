@@ -97,6 +97,7 @@ struct FailingNode: NodeAPIBacking {
 
     var overlay: OverlayAddress { OverlayAddress(bytes: [UInt8](repeating: 7, count: 32))! }
     func upload(_ chunk: Chunk) async throws -> BatchResult { throw StoreError(.system, failure) }
+    func push(_ chunk: Chunk) async -> Result<PushReceipt, PushFailure> { .failure(.notReceipted(tried: 0)) }
     func chunk(_ address: ChunkAddress) throws -> Chunk? { throw StoreError(.system, failure) }
     func retrieve(_ address: ChunkAddress) async throws -> Result<Chunk, RetrievalFailure> { throw StoreError(.system, failure) }
     func storedLocation(_ address: ChunkAddress) throws -> ChunkLocation? { throw StoreError(.system, failure) }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NIOCore
 import ShoalCore
@@ -8,9 +9,10 @@ import Testing
 
 /// Retrieval and presence as a node answers a peer: a chunk it stores is served; one it lacks
 /// is refused at once when the request has no hop left, or when no peer closer than the asker
-/// is connected; a presence query gets a bit for each address stored; presence answers and
-/// pushes nobody asked for are dropped without ending the connection, while a retrieval answer
-/// to a request never made is a protocol violation. The asking peer B is played through the
+/// is connected; a presence query gets a bit for each address stored; a presence answer nobody
+/// asked for is dropped without ending the connection, a push the node is the closest to is
+/// stored and receipted, while a retrieval answer (or a receipt) to a request never made is a
+/// protocol violation. The asking peer B is played through the
 /// transport, so the test sees A's answers.
 @Suite(.serialized)
 struct NodeRetrievalTests {
@@ -60,24 +62,26 @@ struct NodeRetrievalTests {
     }
 
     @Test(.timeLimit(.minutes(1)))
-    func answersAndPushesNobodyAskedForAreDroppedAndTheConnectionStays() async throws {
+    func aPresenceNobodyAskedForIsDroppedAndAPushToTheClosestNodeIsReceipted() async throws {
         let a = try RunningNode(name: "a")
         let port = try await a.startedPort()
         let held = SeededChunks.chunks(count: 1, size: 100, seed: 23)[0]
         _ = try await a.node.upload(held)
-        let pushed = SeededChunks.chunks(count: 1, size: 100, seed: 24)[0]
 
-        let (_, b) = try await a.dialAsRogue(seed: 94, port: port)
+        let (bConfiguration, b) = try await a.dialAsRogue(seed: 94, port: port)
+        // A chunk closer to A than to B: A, whose only peer is B, is where it belongs.
+        var chunks = SeededChunks(seed: 24)
+        var pushed = chunks.chunk(size: 100)
+        while !a.node.overlay.isCloser(to: pushed.address, than: bConfiguration.identity.overlay) { pushed = chunks.chunk(size: 100) }
         let answers = try await b.channel.executeThenClose { inbound, outbound in
             try await outbound.write(contentsOf: [
                 .presence(Presence(ruid: 6, present: [true])),
                 .pushChunk(PushChunk(ruid: 7, hopsLeft: 2, chunk: DeliveredChunk(pushed))),
-                .receipt(Receipt(ruid: 8, outcome: .refused(Refusal(code: .notStored, message: "full")))),
                 // Still connected and still answering:
                 .retrieveRequest(RetrieveRequest(ruid: 9, address: held.address, hopsLeft: 0)),
             ])
             var iterator = inbound.makeAsyncIterator()
-            let answers = try await retrievalAnswers(&iterator, count: 1)
+            let answers = try await retrievalAnswers(&iterator, count: 2)
             // Asked while the connection is open (it closes when this closure returns).
             #expect(await a.node.peers().count == 1, "B is still connected")
             return answers
@@ -86,8 +90,16 @@ struct NodeRetrievalTests {
             Issue.record("request 9 was not answered with its chunk: \(String(describing: answers[9]))")
             return
         }
-        #expect(try a.node.chunk(pushed.address) == nil, "an unasked push is not stored (no push machine yet)")
-        #expect(try a.node.store.count() == 1)
+        guard case .receipt(let receipt)? = answers[7], case .stored(let stored) = receipt.outcome else {
+            Issue.record("push 7 was not receipted: \(String(describing: answers[7]))")
+            return
+        }
+        #expect(stored.address == pushed.address)
+        #expect(stored.publicKey == a.node.identity.publicKey)
+        let key = try Curve25519.Signing.PublicKey(rawRepresentation: stored.publicKey)
+        #expect(key.isValidSignature(stored.signature, for: Receipt.signedBytes(networkID: a.node.identity.networkID, address: pushed.address)))
+        #expect(try a.node.chunk(pushed.address) == pushed, "stored before the receipt went out")
+        #expect(try a.node.store.count() == 2)
         await a.stop()
     }
 

@@ -37,6 +37,8 @@ actor PeerSession {
     private let supervisor: Supervisor
     /// Where retrieval requests we do not serve from the store, and answers to ours, go.
     private let retrieval: RetrievalService
+    /// Where peers' pushes and the receipts for ours go.
+    private let push: PushService
     /// Where answers to the downloader's requests (request IDs with `DownloadService.ruidFlag`) go.
     private let downloads: DownloadService
     /// The peer's hive traffic: rate limits and which entries are worth passing on.
@@ -76,13 +78,14 @@ actor PeerSession {
         case cancel([UInt8])
     }
 
-    init(peer: PeerInfo, context: NodeContext, supervisor: Supervisor, retrieval: RetrievalService, downloads: DownloadService,
-         outbound: NIOAsyncChannelOutboundWriter<Message>, close: @escaping @Sendable () -> Void) {
+    init(peer: PeerInfo, context: NodeContext, supervisor: Supervisor, retrieval: RetrievalService, push: PushService,
+         downloads: DownloadService, outbound: NIOAsyncChannelOutboundWriter<Message>, close: @escaping @Sendable () -> Void) {
         self.downloads = downloads
         self.peer = peer
         self.context = context
         self.supervisor = supervisor
         self.retrieval = retrieval
+        self.push = push
         self.outbound = outbound
         self.closeChannel = close
         machine = PeerSync(peer: peer.overlay, base: context.overlay, epoch: peer.epoch, limits: context.limits.sync,
@@ -376,9 +379,10 @@ actor PeerSession {
     /// holds the chunk, else handed to the node's retrieval (`RetrievalService`), which forwards
     /// it closer or refuses it; a `retrieveDelivery` answering one of ours is re-hashed here
     /// and handed over (a chunk that cannot be one is the peer's fault). A `wantHave` gets a
-    /// `presence` bit for each address we store. This node pushes nothing yet, and asks no
-    /// presence: a `presence` or `receipt` arrives unasked, and a `pushChunk` has no one to
-    /// store or forward it; each is logged at debug and dropped, not a fault.
+    /// `presence` bit for each address we store. A `pushChunk` is re-hashed and handed to the
+    /// node's push (`PushService`), which stores it or forwards it closer; a `receipt` for one
+    /// of ours goes there too. This node asks no presence: a `presence` arrives unasked, and
+    /// is logged at debug and dropped, not a fault.
     private func retrievalReceived(_ message: Message) async -> (messages: [Message], actions: [PeerSync.Action]) {
         switch message {
         case .retrieveRequest(let request):
@@ -420,8 +424,20 @@ actor PeerSession {
                 log(.error, "store read failed: \(error)")
                 return ([], [])
             }
+        case .pushChunk(let pushed):
+            let chunk: Chunk
+            do {
+                chunk = try Chunk(span: pushed.chunk.span, payload: pushed.chunk.payload)
+            } catch {
+                return ([], machine.faultDetected(.invalidChunk("pushed chunk: \(error)")))
+            }
+            await push.taken(chunk, from: peer.overlay, ruid: pushed.ruid, hops: pushed.hopsLeft)
+            return ([], [])
+        case .receipt(let receipt):
+            await push.answered(receipt, from: peer.overlay)
+            return ([], [])
         default:
-            log(.debug, "dropped an unasked \(message.type) (no push or presence query of ours is running)")
+            log(.debug, "dropped an unasked \(message.type) (no presence query of ours is running)")
             return ([], [])
         }
     }
