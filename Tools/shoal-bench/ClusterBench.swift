@@ -279,8 +279,10 @@ struct ClusterRun {
         throw BenchError("POST /chunks failed: \(failures.joined(separator: "; "))")
     }
 
-    /// `POST /chunks` with span ‖ payload; 201 (stored) or 200 (already stored).
-    static func post(_ chunk: Chunk, port: Int) throws {
+    /// `POST /chunks` with span ‖ payload; 201 (stored) or 200 (already stored). The answer's
+    /// body (`UploadResponse`, with how the push to the chunk's neighbourhood ended).
+    @discardableResult
+    static func post(_ chunk: Chunk, port: Int) throws -> [UInt8] {
         let deadline = monotonicSeconds() + 30
         let exchange = try HTTPExchange(port: port, ioTimeoutSeconds: 30)
         let body = chunk.serialized
@@ -292,6 +294,7 @@ struct ClusterRun {
         guard head.status == 201 || head.status == 200 else {
             throw BenchError("status \(head.status): \(String(decoding: answer.prefix(300), as: UTF8.self))")
         }
+        return Array(answer)
     }
 
     /// Restarts the nodes whose downtime is over and, every `pollSeconds`, reads every node's

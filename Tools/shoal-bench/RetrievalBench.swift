@@ -29,7 +29,9 @@ struct RetrievalBench: ParsableCommand {
             (p99 ÷ hops_mean) attempts forwarded delivered retrieval_failed timeouts refusals \
             settled discovery_seconds upload_seconds settle_seconds depth_min depth_max peers_min \
             load1 load5 seconds, then RESULT name=retrieval-histogram with cumulative counts \
-            le_<edge>ms and over_1000ms. Latencies include failed requests. Exit status 1 when \
+            le_<edge>ms and over_1000ms, then RESULT name=push: each upload waits for its push to the \
+            chunk's neighbourhood (uploads receipted_by_other receipted_by_uploader failed p50_ms p99_ms \
+            max_ms of the POSTs, storer_proximity_mean). Latencies include failed requests. Exit status 1 when \
             nothing was timed, a retrieval failed or answered wrongly, or the timeout cut the \
             timed phase short.
             """)
@@ -75,6 +77,7 @@ struct RetrievalBench: ParsableCommand {
         outcome.add(to: &line)
         line.emit()
         outcome.histogramLine().emit()
+        outcome.pushes.line(nodes: nodes, seed: seed).emit()
         if outcome.passed {
             if !keep && dir == nil { Files.removeTree(scratch) }
         } else {
@@ -134,6 +137,8 @@ struct RetrievalOutcome {
     var depths: [Int] = []
     var peersMin = 0
     var seconds = 0.0
+    /// How the uploads' pushes to their neighbourhoods ended.
+    var pushes = PushOutcome()
 
     var passed: Bool { complete && !latencies.isEmpty && failures == 0 && wrongSource == 0 && wrongBytes == 0 }
 
@@ -185,6 +190,49 @@ struct RetrievalOutcome {
     }
 }
 
+/// The uploads of a run and their pushes: each `POST /chunks` waits for the push's receipt (or
+/// its failure), so its time is the push's, plus one local commit.
+struct PushOutcome {
+    var latencies: [Double] = []
+    /// Receipts signed by another node, by the uploading node itself, and pushes without one.
+    var byOther = 0, byUploader = 0, failed = 0
+    /// The storers' proximities to their chunks (other nodes' receipts only).
+    var proximities: [Int] = []
+
+    mutating func record(_ answer: [UInt8], seconds: Double) {
+        latencies.append(seconds)
+        guard let json = try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any],
+              let push = json["push"] as? [String: Any], push["storer"] is String else {
+            failed += 1
+            return
+        }
+        if push["thisNode"] as? Bool == true {
+            byUploader += 1
+        } else {
+            byOther += 1
+            if let proximity = push["proximity"] as? Int { proximities.append(proximity) }
+        }
+    }
+
+    /// `RESULT name=push`: uploads, receipts by another node and by the uploader, failures,
+    /// the POST's p50/p99 and the storers' mean proximity to their chunks.
+    func line(nodes: Int, seed: UInt64) -> ResultLine {
+        var line = ResultLine("push")
+        let summary = LatencySummary(latencies)
+        line.add("nodes", nodes)
+        line.add("seed", seed)
+        line.add("uploads", latencies.count)
+        line.add("receipted_by_other", byOther)
+        line.add("receipted_by_uploader", byUploader)
+        line.add("failed", failed)
+        line.add("p50_ms", summary.percentileMs(0.50))
+        line.add("p99_ms", summary.percentileMs(0.99))
+        line.add("max_ms", summary.maxMs)
+        line.add("storer_proximity_mean", proximities.isEmpty ? 0 : Double(proximities.reduce(0, +)) / Double(proximities.count))
+        return line
+    }
+}
+
 /// One run of the retrieval bench: the members and the steps in order.
 struct RetrievalRun {
     let cluster: LocalCluster
@@ -216,7 +264,9 @@ struct RetrievalRun {
             let chunk = try cluster.chunk(i)
             let member = members[Int(rng.next() % UInt64(members.count))]
             guard let port = member.process?.apiPort else { throw BenchError("\(member.name) is not running") }
-            try ClusterRun.post(chunk, port: port)
+            let posted = monotonicSeconds()
+            let answer = try ClusterRun.post(chunk, port: port)
+            outcome.pushes.record(answer, seconds: monotonicSeconds() - posted)
             uploaded.append(chunk)
         }
         outcome.uploadSeconds = monotonicSeconds() - uploadStarted
