@@ -40,7 +40,7 @@ extension DownloaderTests {
             #expect(renumbered(plain.log) == renumbered(warmed.log))
         }
 
-        /// The log with request IDs numbered by first appearance (a warmed-up machine has used some).
+        /// The log with request and presence query IDs numbered by first appearance (a warmed-up machine has used some).
         func renumbered(_ log: [DownloadAction]) -> [DownloadAction] {
             var numbers: [UInt64: UInt64] = [:]
             func number(_ r: FetchRequest) -> FetchRequest {
@@ -49,10 +49,18 @@ extension DownloaderTests {
                 r.id = numbers[r.id]!
                 return r
             }
+            func number(_ q: PresenceQuery) -> PresenceQuery {
+                var q = q
+                if numbers[q.id] == nil { numbers[q.id] = UInt64(numbers.count) }
+                q.id = numbers[q.id]!
+                return q
+            }
             return log.map { action in
                 switch action {
                 case .request(let r): return .request(number(r))
                 case .cancelRequest(let r): return .cancelRequest(number(r))
+                case .askPresence(let q): return .askPresence(number(q))
+                case .cancelPresence(let q): return .cancelPresence(number(q))
                 default: return action
                 }
             }
@@ -78,6 +86,7 @@ struct DownloadSimulation {
 
     enum Event {
         case answer(FetchRequest)
+        case presenceAnswer(PresenceQuery)
         case dialResult(OverlayAddress)
         case commit(ChunkAddress)
         case chaos
@@ -129,6 +138,10 @@ struct DownloadSimulation {
             limits.scheduleScanMax = 4
             limits.downloadsMax = 4
             limits.fetchSetMax = 30
+            limits.presenceQueriesInFlightMax = 2
+            limits.presenceBatchMax = 3
+            limits.presencePeersPerChunkMax = 2
+            limits.falseClaimsMax = 2
         }
         machine = DownloadMachine(limits: limits, seed: seed)
         let base = Int(seed)
@@ -232,6 +245,13 @@ struct DownloadSimulation {
             } else {
                 apply(machine.notFound(request.address, from: request.peer, now: now))
             }
+        case .presenceAnswer(let query):
+            guard connected.contains(query.peer) else { return }
+            // Mostly the truth; sometimes a false yes (it is then asked, and says not-found),
+            // sometimes an answer no honest peer sends.
+            var present = query.addresses.map { holds[query.peer]!.contains($0) || random(8) == 0 }
+            if random(25) == 0 { present.append(true) }
+            apply(machine.presence(id: query.id, from: query.peer, bitvector: Presence(ruid: 0, present: present).bitvector, now: now))
         case .dialResult(let p):
             if unreachable.contains(p) {
                 if random(2) == 0 { apply(machine.dialFailed(p, now: now)) }  // or never heard of again
@@ -329,6 +349,14 @@ struct DownloadSimulation {
                     if random(10) == 0 { schedule(.answer(r), after: 15_000) }  // far too late
                 } else {
                     schedule(.answer(r), after: 1 + UInt64(random(400)))
+                }
+            case .askPresence(let q):
+                #expect(connected.contains(q.peer), "seed \(seed): \(q) to a peer that is not connected")
+                #expect((1...machine.limits.presenceBatchMax).contains(q.addresses.count), "seed \(seed): \(q)")
+                if silent.contains(q.peer) {
+                    if random(10) == 0 { schedule(.presenceAnswer(q), after: 15_000) }  // far too late
+                } else {
+                    schedule(.presenceAnswer(q), after: 1 + UInt64(random(400)))
                 }
             case .dial(let p):
                 #expect(!connected.contains(p), "seed \(seed): dialling \(p), which is connected")
