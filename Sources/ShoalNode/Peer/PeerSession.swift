@@ -256,10 +256,16 @@ actor PeerSession {
                 return
             }
             let inFlight = context.inFlight
+            // Chunks the peer claims in an offer the machine takes (asked for, in range, not
+            // stored here) are hints for the downloader, collected only while it waits for some.
+            var claimed: [ChunkAddress] = []
+            let hinting = downloads.waitingForChunks.withLock { $0 }
             await perform(machine.received(message, now: now) { address in
                 if stored.contains(address) { return .stored }
+                if hinting { claimed.append(address) }
                 return inFlight.claim(address) ? .claimed : .inFlightElsewhere
             })
+            downloads.offered(claimed, by: peer.overlay)
         case .streamInfoResponse(let response):
             await perform(machine.received(message, now: now))
             do {
@@ -420,6 +426,12 @@ actor PeerSession {
                 log(.error, "store read failed: \(error)")
                 return ([], [])
             }
+        case .presence(let presence) where presence.ruid & DownloadService.ruidFlag != 0:
+            // An answer to the downloader's query; one it no longer waits for is dropped.
+            if await !downloads.presenceAnswered(presence, from: peer.overlay) {
+                log(.debug, "dropped a presence answer to no query of ours out (ruid \(presence.ruid))")
+            }
+            return ([], [])
         default:
             log(.debug, "dropped an unasked \(message.type) (no push or presence query of ours is running)")
             return ([], [])
