@@ -11,15 +11,24 @@ extension DownloaderTests {
         @Test func everyDownloadCompletesOrFailsWithAReasonInBoundedTime() {
             var slowest: (seed: UInt64, endedAt: UInt64) = (0, 0)
             var outcomes = (completed: 0, failed: 0, cancelled: 0)
+            var presence = DownloadCounters()
             for seed in UInt64(0)..<300 {
                 let run = DownloadSimulation.run(seed: seed)
                 if run.endedAt > slowest.endedAt { slowest = (seed, run.endedAt) }
                 outcomes.completed += run.completed
                 outcomes.failed += run.failed
                 outcomes.cancelled += run.cancelled
+                presence.presenceQueries += run.counters.presenceQueries
+                presence.presenceTimeouts += run.counters.presenceTimeouts
+                presence.presenceMalformed += run.counters.presenceMalformed
+                presence.falseClaims += run.counters.falseClaims
+                presence.peersDistrusted += run.counters.peersDistrusted
             }
-            // The worlds are meant to exercise every ending.
+            // The worlds are meant to exercise every ending, and presence queries with every
+            // kind of answer.
             #expect(outcomes.completed > 50 && outcomes.failed > 50 && outcomes.cancelled > 20, "\(outcomes)")
+            #expect(presence.presenceQueries > 100 && presence.presenceTimeouts > 0 && presence.presenceMalformed > 0
+                    && presence.falseClaims > 0 && presence.peersDistrusted > 0, "\(presence)")
             #expect(slowest.endedAt <= DownloadSimulation.timeBoundMs, "seed \(slowest.seed) ended at \(slowest.endedAt) ms")
         }
 
@@ -110,6 +119,8 @@ struct DownloadSimulation {
     var holds: [OverlayAddress: Set<ChunkAddress>] = [:]
     var silent: Set<OverlayAddress> = []
     var unreachable: Set<OverlayAddress> = []
+    /// Say in presence answers that they have everything.
+    var liars: Set<OverlayAddress> = []
     var connected: Set<OverlayAddress> = []
     var stored: Set<ChunkAddress> = []
 
@@ -152,6 +163,7 @@ struct DownloadSimulation {
             holds[p] = Set(pool.filter { _ in rng.next() % 3 != 0 })
             if rng.next() % 4 == 0 { silent.insert(p) }
             if rng.next() % 4 == 0 { unreachable.insert(p) }
+            if rng.next() % 4 == 0 { liars.insert(p) }
         }
         // Some chunks nobody has: downloads that want them cannot complete.
         for address in pool.prefix(4) { for p in peers { holds[p]!.remove(address) } }
@@ -185,6 +197,7 @@ struct DownloadSimulation {
         var endedAt: UInt64
         var completed = 0, failed = 0, cancelled = 0
         var log: [DownloadAction]
+        var counters = DownloadCounters()
     }
 
     mutating func run() -> Result {
@@ -223,7 +236,7 @@ struct DownloadSimulation {
         for id in wanted.keys.sorted() {
             #expect(outcomes[id] != nil, "seed \(seed): \(id) never ended")
         }
-        var result = Result(endedAt: now, log: log)
+        var result = Result(endedAt: now, log: log, counters: machine.counters)
         for outcome in outcomes.values {
             switch outcome {
             case .completed: result.completed += 1
@@ -247,9 +260,9 @@ struct DownloadSimulation {
             }
         case .presenceAnswer(let query):
             guard connected.contains(query.peer) else { return }
-            // Mostly the truth; sometimes a false yes (it is then asked, and says not-found),
-            // sometimes an answer no honest peer sends.
-            var present = query.addresses.map { holds[query.peer]!.contains($0) || random(8) == 0 }
+            // Mostly the truth (a liar says yes to everything); sometimes a false yes (it is
+            // then asked, and says not-found), sometimes an answer no honest peer sends.
+            var present = query.addresses.map { holds[query.peer]!.contains($0) || liars.contains(query.peer) || random(8) == 0 }
             if random(25) == 0 { present.append(true) }
             apply(machine.presence(id: query.id, from: query.peer, bitvector: Presence(ruid: 0, present: present).bitvector, now: now))
         case .dialResult(let p):
