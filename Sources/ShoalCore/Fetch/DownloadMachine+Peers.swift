@@ -54,8 +54,9 @@ extension DownloadMachine {
         wakeWaiting(now: now)
     }
 
-    /// Time passes: requests, presence queries and dials past their deadline time out, delays and back-offs end,
-    /// chunks without anyone to ask give up, and peers long disconnected are forgotten.
+    /// Time passes: requests, presence queries and dials past their deadline time out, delays
+    /// and back-offs end, chunks without anyone to ask give up, and peers long disconnected are
+    /// forgotten.
     public mutating func tick(now: UInt64) -> [DownloadAction] {
         let now = advance(now)
         var fx = Effects()
@@ -161,12 +162,14 @@ extension DownloadMachine {
         wakeWaiting(now: now)
     }
 
-    /// Forgets disconnected peers that are neither dialled, backing off nor distrusted once their last
-    /// silence is `peerMemoryMs` old; and the longest silent ones beyond `peersRememberedMax`.
+    /// Forgets disconnected peers that are neither dialled, backing off nor distrusted once
+    /// their last silence is `peerMemoryMs` old; and the longest silent ones beyond
+    /// `peersRememberedMax`.
     private mutating func forgetPeers(now: UInt64) {
         var idle: [(silence: UInt64, peer: OverlayAddress)] = []
         for (peer, record) in peers where !record.connected && record.dialDeadlineMs == nil && record.busy == 0 {
-            if record.backoffUntilMs == nil, !record.isDistrusted(at: now), now >= (record.lastSilenceMs ?? 0) &+ limits.peerMemoryMs {
+            if record.backoffUntilMs == nil, !record.isDistrusted(at: now),
+               now >= (record.lastSilenceMs ?? 0) &+ limits.peerMemoryMs {
                 peers[peer] = nil
             } else {
                 idle.append((record.lastSilenceMs ?? 0, peer))

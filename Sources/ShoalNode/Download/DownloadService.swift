@@ -8,9 +8,9 @@ import ShoalStore
 /// and carries out its actions: a request goes into the peer's session mailbox as a
 /// `retrieveRequest` (request IDs with the top bit set, so the session routes the answer here
 /// and not to retrieval), and a presence query as a `wantHave` in the same way; offers peers
-/// make in pull sync are hints (`offered`); everything one event persists (chunks delivered, fetch entries,
-/// download records) goes into one store batch, and only after that batch commits are stores
-/// reported to the machine and progress published (persist first, then act).
+/// make in pull sync are hints (`offered`); everything one event persists (chunks delivered,
+/// fetch entries, download records) goes into one store batch, and only after that batch
+/// commits are stores reported to the machine and progress published (persist first, then act).
 ///
 /// A caller's start and cancel return after their batch committed. Events from peers and
 /// ticks hand their batch to the writer and return: the commit comes back as an event of its
