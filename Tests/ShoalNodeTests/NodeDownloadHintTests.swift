@@ -93,6 +93,83 @@ struct NodeDownloadHintTests {
                 "the downloader asked C for them")
     }
 
+    enum Liar: String, CaseIterable, Sendable {
+        /// Says yes to every address asked, and then answers not-found.
+        case claimsEverything
+        /// Answers with one byte more than the addresses asked take.
+        case malformed
+    }
+
+    /// A peer's presence answers are bad input (issue 8): one that claims chunks it does not
+    /// have, or answers malformed bitvectors, is connected beside A, the real holder. The
+    /// download completes from A all the same; the malformed answer costs the liar its
+    /// connection.
+    @Test(.timeLimit(.minutes(1)), arguments: Liar.allCases)
+    func aPeerLyingInPresenceAnswersDoesNotStopADownload(_ liar: Liar) async throws {
+        let a = try RunningNode(name: "a")
+        let addressA = try await a.start()
+        let chunks = SeededChunks.chunks(count: 30, size: 256, seed: 83)
+        for chunk in chunks { try await a.node.upload(chunk) }
+        let light = try RunningNode(name: "light", peers: [addressA]) { c in
+            c.pullSync = false
+            c.downloads.closestPeersPerChunk = 0
+            // Small queries, one at a time per peer: the liar is asked however the two
+            // connections and the download's start interleave.
+            c.downloads.presenceBatchMax = 4
+        }
+        let port = try await light.startedPort()
+        let (_, connection) = try await light.dialAsRogue(seed: 106, port: port)
+        let script = Self.lie(connection, liar)
+        try await eventually("the light node may ask both peers") { await light.node.retrievalStatus().peers == 2 }
+
+        let started = try await light.node.startDownload(chunks.map(\.address))
+        var report = started
+        try await eventually("the download ends", within: .seconds(40)) {
+            report = try #require(await light.node.download(started.id))
+            return report.outcome != nil
+        }
+        #expect(report.outcome == .completed)
+        for chunk in chunks { #expect(try light.node.chunk(chunk.address) == chunk) }
+        if liar == .malformed {
+            try await eventually("the liar is dropped") { await light.node.peers().count == 1 }
+        }
+        await light.stop()
+        await a.stop()
+        let seen = try await script.value
+        #expect(seen.asked > 0, "the liar was asked about chunks")
+        #expect(try verifyClean(light.directory))
+    }
+
+    /// Plays `liar`: answers presence queries as it says, every retrieval request with
+    /// not-found, and pings; returns the presence queries it was sent.
+    static func lie(_ connection: EstablishedConnection, _ liar: Liar) -> Task<(asked: Int, retrieved: Int), Error> {
+        Task {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                var (asked, retrieved) = (0, 0)
+                for try await message in inbound {
+                    switch message {
+                    case .wantHave(let want):
+                        asked += 1
+                        let answer = switch liar {
+                        case .claimsEverything: Presence(ruid: want.ruid, present: want.addresses.map { _ in true })
+                        case .malformed: Presence(ruid: want.ruid, bitvector: [UInt8](repeating: 0xFF, count: (want.addresses.count + 7) / 8 + 1))
+                        }
+                        try await outbound.write(.presence(answer))
+                    case .retrieveRequest(let request):
+                        retrieved += 1
+                        try await outbound.write(.retrieveDelivery(RetrieveDelivery(
+                            ruid: request.ruid, outcome: .refused(Refusal(code: .notFound, message: "not here")))))
+                    case .ping(let nonce):
+                        try await outbound.write(.pong(nonce: nonce))
+                    default:
+                        continue
+                    }
+                }
+                return (asked, retrieved)
+            }
+        }
+    }
+
     /// Plays a sync server that has `chunks` in bin 0: it answers B's stream info and its first
     /// history range with an offer of them, never delivers, and answers retrieval requests.
     static func offerAndServe(_ connection: EstablishedConnection, chunks: [Chunk])
