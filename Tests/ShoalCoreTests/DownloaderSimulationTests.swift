@@ -11,15 +11,24 @@ extension DownloaderTests {
         @Test func everyDownloadCompletesOrFailsWithAReasonInBoundedTime() {
             var slowest: (seed: UInt64, endedAt: UInt64) = (0, 0)
             var outcomes = (completed: 0, failed: 0, cancelled: 0)
+            var presence = DownloadCounters()
             for seed in UInt64(0)..<300 {
                 let run = DownloadSimulation.run(seed: seed)
                 if run.endedAt > slowest.endedAt { slowest = (seed, run.endedAt) }
                 outcomes.completed += run.completed
                 outcomes.failed += run.failed
                 outcomes.cancelled += run.cancelled
+                presence.presenceQueries += run.counters.presenceQueries
+                presence.presenceTimeouts += run.counters.presenceTimeouts
+                presence.presenceMalformed += run.counters.presenceMalformed
+                presence.falseClaims += run.counters.falseClaims
+                presence.peersDistrusted += run.counters.peersDistrusted
             }
-            // The worlds are meant to exercise every ending.
+            // The worlds are meant to exercise every ending, and presence queries with every
+            // kind of answer.
             #expect(outcomes.completed > 50 && outcomes.failed > 50 && outcomes.cancelled > 20, "\(outcomes)")
+            #expect(presence.presenceQueries > 100 && presence.presenceTimeouts > 0 && presence.presenceMalformed > 0
+                    && presence.falseClaims > 0 && presence.peersDistrusted > 0, "\(presence)")
             #expect(slowest.endedAt <= DownloadSimulation.timeBoundMs, "seed \(slowest.seed) ended at \(slowest.endedAt) ms")
         }
 
@@ -40,7 +49,7 @@ extension DownloaderTests {
             #expect(renumbered(plain.log) == renumbered(warmed.log))
         }
 
-        /// The log with request IDs numbered by first appearance (a warmed-up machine has used some).
+        /// The log with request and presence query IDs numbered by first appearance (a warmed-up machine has used some).
         func renumbered(_ log: [DownloadAction]) -> [DownloadAction] {
             var numbers: [UInt64: UInt64] = [:]
             func number(_ r: FetchRequest) -> FetchRequest {
@@ -49,10 +58,18 @@ extension DownloaderTests {
                 r.id = numbers[r.id]!
                 return r
             }
+            func number(_ q: PresenceQuery) -> PresenceQuery {
+                var q = q
+                if numbers[q.id] == nil { numbers[q.id] = UInt64(numbers.count) }
+                q.id = numbers[q.id]!
+                return q
+            }
             return log.map { action in
                 switch action {
                 case .request(let r): return .request(number(r))
                 case .cancelRequest(let r): return .cancelRequest(number(r))
+                case .askPresence(let q): return .askPresence(number(q))
+                case .cancelPresence(let q): return .cancelPresence(number(q))
                 default: return action
                 }
             }
@@ -78,6 +95,7 @@ struct DownloadSimulation {
 
     enum Event {
         case answer(FetchRequest)
+        case presenceAnswer(PresenceQuery)
         case dialResult(OverlayAddress)
         case commit(ChunkAddress)
         case chaos
@@ -101,6 +119,8 @@ struct DownloadSimulation {
     var holds: [OverlayAddress: Set<ChunkAddress>] = [:]
     var silent: Set<OverlayAddress> = []
     var unreachable: Set<OverlayAddress> = []
+    /// Say in presence answers that they have everything.
+    var liars: Set<OverlayAddress> = []
     var connected: Set<OverlayAddress> = []
     var stored: Set<ChunkAddress> = []
 
@@ -129,6 +149,10 @@ struct DownloadSimulation {
             limits.scheduleScanMax = 4
             limits.downloadsMax = 4
             limits.fetchSetMax = 30
+            limits.presenceQueriesInFlightMax = 2
+            limits.presenceBatchMax = 3
+            limits.presencePeersPerChunkMax = 2
+            limits.falseClaimsMax = 2
         }
         machine = DownloadMachine(limits: limits, seed: seed)
         let base = Int(seed)
@@ -139,6 +163,7 @@ struct DownloadSimulation {
             holds[p] = Set(pool.filter { _ in rng.next() % 3 != 0 })
             if rng.next() % 4 == 0 { silent.insert(p) }
             if rng.next() % 4 == 0 { unreachable.insert(p) }
+            if rng.next() % 4 == 0 { liars.insert(p) }
         }
         // Some chunks nobody has: downloads that want them cannot complete.
         for address in pool.prefix(4) { for p in peers { holds[p]!.remove(address) } }
@@ -172,6 +197,7 @@ struct DownloadSimulation {
         var endedAt: UInt64
         var completed = 0, failed = 0, cancelled = 0
         var log: [DownloadAction]
+        var counters = DownloadCounters()
     }
 
     mutating func run() -> Result {
@@ -210,7 +236,7 @@ struct DownloadSimulation {
         for id in wanted.keys.sorted() {
             #expect(outcomes[id] != nil, "seed \(seed): \(id) never ended")
         }
-        var result = Result(endedAt: now, log: log)
+        var result = Result(endedAt: now, log: log, counters: machine.counters)
         for outcome in outcomes.values {
             switch outcome {
             case .completed: result.completed += 1
@@ -232,6 +258,13 @@ struct DownloadSimulation {
             } else {
                 apply(machine.notFound(request.address, from: request.peer, now: now))
             }
+        case .presenceAnswer(let query):
+            guard connected.contains(query.peer) else { return }
+            // Mostly the truth (a liar says yes to everything); sometimes a false yes (it is
+            // then asked, and says not-found), sometimes an answer no honest peer sends.
+            var present = query.addresses.map { holds[query.peer]!.contains($0) || liars.contains(query.peer) || random(8) == 0 }
+            if random(25) == 0 { present.append(true) }
+            apply(machine.presence(id: query.id, from: query.peer, bitvector: Presence(ruid: 0, present: present).bitvector, now: now))
         case .dialResult(let p):
             if unreachable.contains(p) {
                 if random(2) == 0 { apply(machine.dialFailed(p, now: now)) }  // or never heard of again
@@ -329,6 +362,14 @@ struct DownloadSimulation {
                     if random(10) == 0 { schedule(.answer(r), after: 15_000) }  // far too late
                 } else {
                     schedule(.answer(r), after: 1 + UInt64(random(400)))
+                }
+            case .askPresence(let q):
+                #expect(connected.contains(q.peer), "seed \(seed): \(q) to a peer that is not connected")
+                #expect((1...machine.limits.presenceBatchMax).contains(q.addresses.count), "seed \(seed): \(q)")
+                if silent.contains(q.peer) {
+                    if random(10) == 0 { schedule(.presenceAnswer(q), after: 15_000) }  // far too late
+                } else {
+                    schedule(.presenceAnswer(q), after: 1 + UInt64(random(400)))
                 }
             case .dial(let p):
                 #expect(!connected.contains(p), "seed \(seed): dialling \(p), which is connected")

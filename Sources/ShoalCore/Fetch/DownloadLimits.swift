@@ -42,6 +42,22 @@ public struct DownloadLimits: Sendable, Equatable {
     public var providerWaitMaxMs: UInt64 = 120_000
     /// A peer that said in a presence answer that it lacks a chunk is not asked for it for this long.
     public var absentRetryMs: UInt64 = 30_000
+    /// Presence queries (`WantHave`) out at once over all peers, one per peer at most; 0 asks
+    /// none. They take no request slot: an answer is a few bits, and a query asks about chunks
+    /// that nobody is being asked for.
+    public var presenceQueriesInFlightMax = 8
+    /// Addresses in one presence query, at most the wire's `ProtocolLimits.presenceBatchMax`.
+    public var presenceBatchMax = ProtocolLimits.presenceBatchMax
+    /// A presence query not answered within this is a silence of the peer, as a request's is.
+    public var presenceTimeoutMs: UInt64 = 10_000
+    /// Connected peers closest to a chunk's address that presence may ask about it; and the
+    /// queries one chunk goes into, at most, until it gets a fresh budget.
+    public var presencePeersPerChunkMax = 16
+    /// Claims (an offer, a presence bit) that turn out false in a row (the peer answers a
+    /// request for the chunk with not-found, and delivers nothing in between) before the
+    /// peer's claims are ignored, and it is asked no presence, for `distrustHoldMs`.
+    public var falseClaimsMax = 4
+    public var distrustHoldMs: UInt64 = 600_000
     /// Downloads alive at once.
     public var downloadsMax = 64
     /// Distinct chunks one download may name (a file's tree is added in parts as it is read).
@@ -74,6 +90,10 @@ public struct DownloadLimits: Sendable, Equatable {
         if requestTimeoutMs < 1 || dialTimeoutMs < 1 || providerWaitMaxMs < 1 || droppedHoldMs < 1 { return "timeouts must be positive" }
         if downloadsMax < 1 || chunksPerDownloadMax < 1 || fetchSetMax < 1 { return "download budgets must be positive" }
         if hintsPerChunkMax < 1 || hintsPerDownloadMax < 0 || closestPeersPerChunk < 0 || groupPeersMax < 0 { return "hint bounds must not be negative" }
+        if presenceQueriesInFlightMax < 0 || !(1...ProtocolLimits.presenceBatchMax).contains(presenceBatchMax)
+            || presenceTimeoutMs < 1 || presencePeersPerChunkMax < 0 || falseClaimsMax < 1 || distrustHoldMs < 1 {
+            return "presence bounds must be positive, and a query at most \(ProtocolLimits.presenceBatchMax) addresses"
+        }
         if peersTriedPerChunkMax < 1 || missingReportedMax < 0 || scheduleScanMax < 1 || peersRememberedMax < 0 { return "bounds must be positive" }
         return nil
     }

@@ -95,6 +95,7 @@ extension DownloadMachine {
                     }
                     fetches[address]!.attempts = 0
                     fetches[address]!.tries = []
+                    fetches[address]!.presenceAsked = 0
                     fetches[address]!.noProviderSince = nil
                     makeReady(address, now: now)
                 case .ready, .delayed, .parked:
@@ -165,6 +166,7 @@ extension DownloadMachine {
         let now = advance(now)
         var fx = Effects()
         responded(peer, now: now)
+        if peers[peer] != nil { peers[peer]!.falseClaims = 0 }
         guard let fetch = fetches[address] else {
             counters.deliveredUnwanted += 1
             return finish(&fx, now: now)
@@ -212,7 +214,8 @@ extension DownloadMachine {
     }
 
     /// `peer` answered that it does not have the chunk. It is not asked for it again until
-    /// its back-off for the chunk ends, and is no longer a hint for it.
+    /// its back-off for the chunk ends, and is no longer a hint for it. Had it claimed the
+    /// chunk (offered it, or said it has it), that claim was false (`falseClaimsMax`).
     public mutating func notFound(_ address: ChunkAddress, from peer: OverlayAddress, now: UInt64) -> [DownloadAction] {
         let now = advance(now)
         var fx = Effects()
@@ -223,6 +226,7 @@ extension DownloadMachine {
         }
         counters.notFound += 1
         _ = endRequest(id)
+        if fetches[address]!.hints.contains(where: { $0.peer == peer && $0.confirmed }) { falseClaim(by: peer, now: now) }
         fetches[address]!.hints.removeAll { $0.peer == peer }
         tryFailed(address, peer, .notFound, now: now, &fx)
         return finish(&fx, now: now)
@@ -294,20 +298,22 @@ extension DownloadMachine {
     // MARK: Hints
 
     /// `peer` has these chunks: it offered them (pull sync), or announced them. Each one
-    /// wanted takes the peer as a confirmed hint; hints are not saved until the chunk's entry
-    /// changes for another reason.
+    /// wanted takes the peer as a confirmed hint (unless it is dropped, or its claims are
+    /// distrusted after false ones); hints are not saved until the chunk's entry changes for
+    /// another reason.
     public mutating func hinted(_ addresses: [ChunkAddress], by peer: OverlayAddress, now: UInt64) -> [DownloadAction] {
         let now = advance(now)
         var fx = Effects()
-        if peers[peer]?.dropped != true {
+        if peers[peer]?.dropped != true && peers[peer]?.isDistrusted(at: now) != true {
             for address in addresses where fetches[address] != nil { addHint(peer, to: address, now: now) }
         }
         return finish(&fx, now: now)
     }
 
-    /// `peer` answered a presence query (`WantHave → Presence`): `bits[i]` says whether it has
-    /// `addresses[i]`. A peer that has a chunk becomes a confirmed hint; one that lacks it is
-    /// not asked for it for `absentRetryMs`. An answer of the wrong length is a fault.
+    /// `peer` said which of `addresses` it has (`bits[i]` for `addresses[i]`), outside a query
+    /// of ours (`presence(id:from:bitvector:now:)` takes the answers to those). A peer that has
+    /// a chunk becomes a confirmed hint; one that lacks it is not asked for it for
+    /// `absentRetryMs`. An answer of the wrong length is a fault.
     public mutating func presence(_ peer: OverlayAddress, addresses: [ChunkAddress], bits: [Bool], now: UInt64) -> [DownloadAction] {
         let now = advance(now)
         var fx = Effects()
@@ -315,26 +321,12 @@ extension DownloadMachine {
             fx.emit(.fault(peer, .malformedOffer("presence answer of \(bits.count) bits for \(addresses.count) addresses")))
             return finish(&fx, now: now)
         }
-        responded(peer, now: now)
-        let dropped = peers[peer]?.dropped == true
-        let absentUntil = now &+ limits.absentRetryMs
-        for (address, has) in zip(addresses, bits) where fetches[address] != nil {
-            if has {
-                if !dropped { addHint(peer, to: address, now: now) }
-            } else {
-                fetches[address]!.hints.removeAll { $0.peer == peer }
-                // Advice only: it never pushes out what asking cost.
-                updateTry(address, peer, evict: false) { t in
-                    t.notBeforeMs = max(t.notBeforeMs, absentUntil)
-                    if t.attempts == 0 { t.lastFailure = .absent }
-                }
-            }
-        }
+        applyPresence(peer, addresses: addresses, bits: bits, now: now)
         return finish(&fx, now: now)
     }
 
     /// Puts `peer` first among the chunk's confirmed hints, and wakes the chunk if it waits.
-    private mutating func addHint(_ peer: OverlayAddress, to address: ChunkAddress, now: UInt64) {
+    mutating func addHint(_ peer: OverlayAddress, to address: ChunkAddress, now: UInt64) {
         var hints = fetches[address]!.hints
         hints.removeAll { $0.peer == peer }
         hints.insert(Hint(peer: peer, confirmed: true), at: 0)

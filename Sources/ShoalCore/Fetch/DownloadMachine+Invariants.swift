@@ -26,6 +26,7 @@ extension DownloadMachine {
         var storingPerPeer: [OverlayAddress: Int] = [:]
         var timed: [Timer] = []
         var waitingCount = 0
+        var inPresence = 0
         for (address, f) in fetches {
             precondition(!f.groups.isEmpty, "\(address) in the fetch set for no download")
             var previous: UInt64 = 0
@@ -44,6 +45,11 @@ extension DownloadMachine {
             precondition(f.tries.allSatisfy { $0.attempts <= limits.attemptsPerPeerMax }, "\(address): a peer asked past its budget")
             precondition(f.attempts <= limits.attemptsPerChunkMax, "\(address): \(f.attempts) attempts")
             precondition(f.deliveredBy == nil || f.state == .storing, "\(address) holds a slot of \(f.deliveredBy!) while \(f.state)")
+            precondition(f.presenceAsked <= limits.presencePeersPerChunkMax, "\(address) in \(f.presenceAsked) presence queries")
+            if let id = f.inPresence {
+                inPresence += 1
+                precondition(presenceQueries[id] != nil, "\(address) in presence query \(id), which is not out")
+            }
             var isFailed = false
             switch f.state {
             case .ready:
@@ -85,6 +91,22 @@ extension DownloadMachine {
             precondition(r.deadlineMs > r.sentMs, "request \(id) due before it was sent")
             perPeer[r.peer, default: 0] += 1
         }
+        // Presence queries: within their limits, one per peer, to connected peers, and each
+        // chunk in one at most (a chunk's entry names the query; the count bounds the cost).
+        precondition(presenceQueries.count <= limits.presenceQueriesInFlightMax,
+                     "\(presenceQueries.count) presence queries out, at most \(limits.presenceQueriesInFlightMax)")
+        var queried = 0
+        for (id, q) in presenceQueries {
+            precondition(peers[q.peer]?.connected == true && peers[q.peer]?.presenceOut == id,
+                         "presence query \(id) to \(q.peer), which is not connected or not counted")
+            precondition(!q.addresses.isEmpty && q.addresses.count <= limits.presenceBatchMax && q.deadlineMs > q.sentMs,
+                         "presence query \(id) of \(q.addresses.count) addresses, due at \(q.deadlineMs)")
+            precondition(requests[id] == nil, "ID \(id) names a request and a presence query")
+            queried += q.addresses.count
+        }
+        precondition(inPresence <= queried, "\(inPresence) chunks in presence queries of \(queried) addresses")
+        precondition(peers.values.filter { $0.presenceOut != nil }.count == presenceQueries.count,
+                     "peers count \(peers.values.filter { $0.presenceOut != nil }.count) presence queries, \(presenceQueries.count) are out")
         precondition(storingPerPeer.keys.allSatisfy { peers[$0] != nil }, "an answer being stored holds the slot of a peer forgotten")
         var dialing = 0
         var dropped = 0
@@ -113,6 +135,7 @@ extension DownloadMachine {
         // timer, and the earliest timer is a live one (so `nextDeadline` is exact).
         ready.checkInvariants()
         timers.checkInvariants()
+        presenceQueue.checkInvariants()
         let queued = Set(ready.elements.filter { entry in
             fetches[entry.address].map { $0.state == .ready && $0.key == entry.key } ?? false
         }.map(\.address))

@@ -31,6 +31,7 @@ extension DownloadMachine {
             let request = endRequest(id)
             tryFailed(request.address, peer, .disconnected, now: now, &fx)
         }
+        endPresence(of: peer, cancel: false, &fx)
         // Another peer may now be among the closest to some waiting chunk.
         wakeWaiting(now: now)
         return finish(&fx, now: now)
@@ -53,8 +54,9 @@ extension DownloadMachine {
         wakeWaiting(now: now)
     }
 
-    /// Time passes: requests and dials past their deadline time out, delays and back-offs end,
-    /// chunks without anyone to ask give up, and peers long disconnected are forgotten.
+    /// Time passes: requests, presence queries and dials past their deadline time out, delays
+    /// and back-offs end, chunks without anyone to ask give up, and peers long disconnected are
+    /// forgotten.
     public mutating func tick(now: UInt64) -> [DownloadAction] {
         let now = advance(now)
         var fx = Effects()
@@ -66,6 +68,7 @@ extension DownloadMachine {
             silent(late.peer, since: late.sentMs, now: now, &fx)
             tryFailed(late.address, late.peer, .timeout, now: now, &fx)
         }
+        presenceTimedOut(now: now, &fx)
         for peer in peers.filter({ $0.value.dialDeadlineMs.map { $0 <= now } ?? false }).keys.sorted() {
             dialEnded(peer, now: now, &fx)
         }
@@ -154,16 +157,19 @@ extension DownloadMachine {
             fx.emit(.cancelRequest(request))
             tryFailed(request.address, peer, .dropped, now: now, &fx)
         }
+        endPresence(of: peer, cancel: true, &fx)
         // Another peer may now be among the closest to some waiting chunk.
         wakeWaiting(now: now)
     }
 
-    /// Forgets disconnected peers that are neither dialled nor backing off once their last
-    /// silence is `peerMemoryMs` old; and the longest silent ones beyond `peersRememberedMax`.
+    /// Forgets disconnected peers that are neither dialled, backing off nor distrusted once
+    /// their last silence is `peerMemoryMs` old; and the longest silent ones beyond
+    /// `peersRememberedMax`.
     private mutating func forgetPeers(now: UInt64) {
         var idle: [(silence: UInt64, peer: OverlayAddress)] = []
         for (peer, record) in peers where !record.connected && record.dialDeadlineMs == nil && record.busy == 0 {
-            if record.backoffUntilMs == nil, now >= (record.lastSilenceMs ?? 0) &+ limits.peerMemoryMs {
+            if record.backoffUntilMs == nil, !record.isDistrusted(at: now),
+               now >= (record.lastSilenceMs ?? 0) &+ limits.peerMemoryMs {
                 peers[peer] = nil
             } else {
                 idle.append((record.lastSilenceMs ?? 0, peer))

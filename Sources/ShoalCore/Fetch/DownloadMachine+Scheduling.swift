@@ -138,6 +138,8 @@ extension DownloadMachine {
             timers.push(Timer(at: giveUpAt, target: .fetch(address)))
         }
         waiting.insert(address)
+        // Peers not among its candidates may have it: ask them (`queryPresence`).
+        queueForPresence(address)
         return .waiting
     }
 
@@ -221,16 +223,23 @@ extension DownloadMachine {
         for entry in busy { ready.push(entry) }
     }
 
-    /// Ends the event: asks for what can be asked, reports progress, ends downloads with
-    /// nothing left, and trims the lazy queues.
+    /// Ends the event: asks for what can be asked, asks presence for chunks nobody can be
+    /// asked for, reports progress, ends downloads with nothing left, and trims the lazy queues.
     mutating func finish(_ fx: inout Effects, now: UInt64) -> [DownloadAction] {
         schedule(now: now, &fx)
+        queryPresence(now: now, &fx)
         settle(&fx)
         while let top = timers.min, !isLive(top) { timers.popMin() }
         if ready.count > 2 * fetches.count + 64 {
             ready.filter { entry in fetches[entry.address].map { $0.state == .ready && $0.key == entry.key } ?? false }
         }
         if timers.count > 2 * (fetches.count + peers.count) + 64 { timers.filter(isLive) }
+        if presenceQueue.count > 2 * fetches.count + 64 {
+            var queue = presenceQueue
+            presenceQueue = MinHeap()
+            queue.filter { entry in fetches[entry.address].map { mayQuery(entry.address, $0) } ?? false }
+            presenceQueue = queue
+        }
         return fx.actions
     }
 

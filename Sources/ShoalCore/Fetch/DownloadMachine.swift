@@ -14,12 +14,18 @@
 /// - **Peers asked** for a chunk are, best first: peers that delivered chunks of one of its
 ///   downloads, peers that offered it or said they have it, peers a caller named, and the
 ///   connected peers closest to its address. Of those that can be asked now, the least busy.
+/// - **Presence.** A chunk nobody can be asked for now goes into a presence query
+///   (`askPresence`) to the closest connected peer not yet asked about it: at most
+///   `presenceQueriesInFlightMax` queries out, one per peer, `presenceBatchMax` chunks each.
+///   A yes makes the peer a confirmed hint; silence is the peer's silence, a malformed answer
+///   its fault; a peer whose claims keep turning out false is not believed for a while.
 /// - **A chunk completes** only on `stored`: the store commit that removed it from the fetch
 ///   set, whether the chunk came from a request of ours or from pull sync.
 ///
 /// Invariants (`checkInvariants`, and `checkKeepsPeersBusy` in tests): every chunk of the
 /// fetch set is wanted by a live download; at most one request per chunk; request counts
-/// within both limits and equal to the peers' counts; dials within their limit; every
+/// within both limits and equal to the peers' counts; presence queries within theirs, one per
+/// peer, to connected peers; dials within their limit; every
 /// waiting chunk is in the queue or under a timer; with requests to spare, no waiting chunk
 /// has a peer that could be asked now.
 public struct DownloadMachine: Sendable {
@@ -33,6 +39,8 @@ public struct DownloadMachine: Sendable {
 
     var fetches: [ChunkAddress: Fetch] = [:]
     var requests: [UInt64: InFlight] = [:]
+    /// Presence queries out, by ID (from `nextRequestID` too: an ID names one or the other).
+    var presenceQueries: [UInt64: PresenceOut] = [:]
     var nextRequestID: UInt64 = 1
 
     var peers: [OverlayAddress: Peer] = [:]
@@ -48,6 +56,9 @@ public struct DownloadMachine: Sendable {
     /// Chunks waiting for a peer to ask (`.parked`, or `.delayed` by back-offs): woken when the
     /// peers that could be asked change.
     var waiting: Set<ChunkAddress> = []
+    /// Waiting chunks to put in presence queries, in queue order. Lazy: an entry whose chunk
+    /// no longer waits, is in a query already or has used its queries is skipped.
+    var presenceQueue = MinHeap<ReadyEntry>()
 
     var lastNow: UInt64 = 0
     /// Whether the last scheduling pass stopped at `scheduleScanMax` with work maybe left.
@@ -129,6 +140,11 @@ public struct DownloadMachine: Sendable {
         var noProviderSince: UInt64?
         /// While `storing` the answer to our request to this peer: the slot it holds there.
         var deliveredBy: OverlayAddress?
+        /// The presence query it is in now, if any (one at a time).
+        var inPresence: UInt64?
+        /// Presence queries it went into (at most `presencePeersPerChunkMax`, then no more
+        /// until it gets a fresh budget).
+        var presenceAsked = 0
     }
 
     struct Download: Sendable {
@@ -171,6 +187,21 @@ public struct DownloadMachine: Sendable {
         /// Backing off (or dropped) until the timer at this time fires.
         var backoffUntilMs: UInt64?
         var dropped = false
+        /// The presence query out to it, if any (one at a time).
+        var presenceOut: UInt64?
+        /// Its claims (offers, presence bits) that turned out false since it last delivered.
+        var falseClaims = 0
+        /// Its claims are ignored, and it is asked no presence, before this.
+        var distrustedUntilMs: UInt64?
+
+        func isDistrusted(at now: UInt64) -> Bool { distrustedUntilMs.map { now < $0 } ?? false }
+    }
+
+    struct PresenceOut: Sendable {
+        var peer: OverlayAddress
+        var addresses: [ChunkAddress]
+        var sentMs: UInt64
+        var deadlineMs: UInt64
     }
 
     struct InFlight: Sendable {
@@ -221,6 +252,7 @@ public struct DownloadMachine: Sendable {
     public var nextDeadline: UInt64? {
         var next = timers.min?.at
         for request in requests.values { next = min(next ?? .max, request.deadlineMs) }
+        for query in presenceQueries.values { next = min(next ?? .max, query.deadlineMs) }
         for peer in peers.values { if let d = peer.dialDeadlineMs { next = min(next ?? .max, d) } }
         return next
     }
@@ -257,6 +289,14 @@ public struct DownloadMachine: Sendable {
         requests.keys.sorted().map { id in
             let r = requests[id]!
             return FetchRequest(id: id, address: r.address, peer: r.peer, deadlineMs: r.deadlineMs)
+        }
+    }
+
+    /// Presence queries out, by ID.
+    public var presenceInFlight: [PresenceQuery] {
+        presenceQueries.keys.sorted().map { id in
+            let q = presenceQueries[id]!
+            return PresenceQuery(id: id, peer: q.peer, addresses: q.addresses, deadlineMs: q.deadlineMs)
         }
     }
 

@@ -146,6 +146,23 @@ public struct FetchRequest: Equatable, Sendable, CustomStringConvertible {
     public var description: String { "request \(id) for \(address.hex.prefix(12)) to \(peer.hex.prefix(12))" }
 }
 
+/// One presence query (`WantHave`) to one peer: which of these chunks does it store?
+public struct PresenceQuery: Equatable, Sendable, CustomStringConvertible {
+    /// Unique for the machine's life, and never a request's ID: the shell maps its wire ID to it.
+    public var id: UInt64
+    public var peer: OverlayAddress
+    /// 1…`presenceBatchMax` chunks of the fetch set, each once.
+    public var addresses: [ChunkAddress]
+    /// Unanswered at this time, it times out (`tick`).
+    public var deadlineMs: UInt64
+
+    public init(id: UInt64, peer: OverlayAddress, addresses: [ChunkAddress], deadlineMs: UInt64) {
+        (self.id, self.peer, self.addresses, self.deadlineMs) = (id, peer, addresses, deadlineMs)
+    }
+
+    public var description: String { "presence query \(id) of \(addresses.count) chunks to \(peer.hex.prefix(12))" }
+}
+
 /// What the shell does after an event, in order. The `save…`/`remove…` actions of one event go
 /// into one store batch, which commits before the shell tells any handle of `progress`,
 /// `chunkFailed` or `finished` (persist first, then act).
@@ -156,6 +173,11 @@ public enum DownloadAction: Equatable, Sendable {
     /// Give up this request: it timed out, another peer delivered the chunk, or nobody wants
     /// it any more. An answer that still comes is harmless.
     case cancelRequest(FetchRequest)
+    /// Ask the peer which of the query's chunks it stores (`WantHave`). Report its answer
+    /// with `presence(id:from:bitvector:now:)`; silence until the deadline is a time-out (`tick`).
+    case askPresence(PresenceQuery)
+    /// Give up this query (it timed out, or its peer was dropped). An answer that still comes is harmless.
+    case cancelPresence(PresenceQuery)
     /// Connect to this hinted peer. Report `peerConnected` or `dialFailed`.
     case dial(OverlayAddress)
     /// Store the chunk just delivered (the fetch entry leaves the fetch set in the same
@@ -218,6 +240,15 @@ public struct DownloadCounters: Equatable, Sendable {
     /// Unresponsive peers backed off (one per step) and dropped.
     public var peersBackedOff = 0
     public var peersDropped = 0
+    /// Presence queries sent, answered, timed out, and answered malformed (a fault).
+    public var presenceQueries = 0
+    public var presenceAnswers = 0
+    public var presenceTimeouts = 0
+    public var presenceMalformed = 0
+    /// Claims (offers, presence) that turned out false, and peers whose claims were then
+    /// ignored for a while (`falseClaimsMax`).
+    public var falseClaims = 0
+    public var peersDistrusted = 0
 
     public init() {}
 }

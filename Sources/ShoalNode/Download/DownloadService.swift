@@ -7,9 +7,10 @@ import ShoalStore
 /// callers' downloads, peers' answers, connects and disconnects, store commits and timer ticks,
 /// and carries out its actions: a request goes into the peer's session mailbox as a
 /// `retrieveRequest` (request IDs with the top bit set, so the session routes the answer here
-/// and not to retrieval); everything one event persists (chunks delivered, fetch entries,
-/// download records) goes into one store batch, and only after that batch commits are stores
-/// reported to the machine and progress published (persist first, then act).
+/// and not to retrieval), and a presence query as a `wantHave` in the same way; offers peers
+/// make in pull sync are hints (`offered`); everything one event persists (chunks delivered,
+/// fetch entries, download records) goes into one store batch, and only after that batch
+/// commits are stores reported to the machine and progress published (persist first, then act).
 ///
 /// A caller's start and cancel return after their batch committed. Events from peers and
 /// ticks hand their batch to the writer and return: the commit comes back as an event of its
@@ -33,6 +34,14 @@ actor DownloadService: DeadlineTicking {
     private var delivered: [ChunkAddress: Chunk] = [:]
     /// Requests out, by wire request ID (the machine's ID with the flag).
     private var requests: [RequestID: FetchRequest] = [:]
+    /// Presence queries out, by wire request ID (the machine's ID with the flag: the machine
+    /// never gives a query and a request the same ID).
+    private var presenceQueries: [RequestID: PresenceQuery] = [:]
+    /// Offers being handed to the machine as hints (`offered`), at most `offerHintTasksMax`.
+    private nonisolated let offerHintTasks = Locked(0)
+    /// Beyond this many offers on their way to the machine, an offer's hints are let go: they
+    /// are advice, and pull sync must not wait for the downloader.
+    static let offerHintTasksMax = 64
     /// Downloads that ended since the node started, with how, for `status`.
     private var ended: [DownloadID: DownloadOutcome] = [:]
     /// Downloads the machine ended whose records are being committed: neither running nor
@@ -159,6 +168,7 @@ actor DownloadService: DeadlineTicking {
     func peerDisconnected(_ peer: OverlayAddress) async {
         // The machine counts them failed; their IDs go too (an answer on a later connection is not theirs).
         requests = requests.filter { $0.value.peer != peer }
+        presenceQueries = presenceQueries.filter { $0.value.peer != peer }
         await perform(machine.peerDisconnected(peer, now: now))
     }
 
@@ -183,6 +193,43 @@ actor DownloadService: DeadlineTicking {
         while uncommitted >= Self.uncommittedChunksMax {
             await withCheckedContinuation { commitWaiters.append($0) }
         }
+    }
+
+    /// A `presence` answer whose `ruid` carries `ruidFlag`. False when no query of ours to this
+    /// peer is out under it (timed out, or never asked): the session drops it.
+    func presenceAnswered(_ presence: Presence, from peer: OverlayAddress) async -> Bool {
+        guard let query = presenceQueries[presence.ruid], query.peer == peer else { return false }
+        presenceQueries[presence.ruid] = nil
+        await perform(machine.presence(id: query.id, from: peer, bitvector: presence.bitvector, now: now))
+        return true
+    }
+
+    /// A peer's pull-sync offer named these chunks (ones it did not find stored here). Called
+    /// by its session in the offer's path, so it returns at once: nothing when no download
+    /// waits for chunks, else the machine takes them as hints in a task of their own. The
+    /// order of those tasks does not matter: a hint is advice, a hint for a chunk no longer
+    /// wanted is ignored, and one from a peer that has disconnected meanwhile is let go
+    /// (`hinted`). At most `offerHintTasksMax` are on their way; beyond that an offer's hints
+    /// are let go.
+    nonisolated func offered(_ addresses: [ChunkAddress], by peer: OverlayAddress) {
+        guard !addresses.isEmpty, waitingForChunks.withLock({ $0 }) else { return }
+        let admitted = offerHintTasks.withLock { tasks in
+            guard tasks < Self.offerHintTasksMax else { return false }
+            tasks += 1
+            return true
+        }
+        guard admitted else { return }
+        Task {
+            await self.hinted(addresses, by: peer)
+            self.offerHintTasks.withLock { $0 -= 1 }
+        }
+    }
+
+    /// The peer claims these chunks: those in the fetch set take it as a hint. A peer with no
+    /// session now (it disconnected since) is let go, or the machine would dial it.
+    private func hinted(_ addresses: [ChunkAddress], by peer: OverlayAddress) async {
+        guard restored, machine.fetchSetCount > 0, context.sessions.withLock({ $0[peer] }) != nil else { return }
+        await perform(machine.hinted(addresses, by: peer, now: now))
     }
 
     /// Chunks committed by anyone (pull sync too): downloads waiting for them complete.
@@ -222,6 +269,16 @@ actor DownloadService: DeadlineTicking {
                     }
                 case .cancelRequest(let request):
                     requests = requests.filter { $0.value != request }
+                case .askPresence(let query):
+                    let ruid = Self.ruidFlag | RequestID(truncatingIfNeeded: query.id & 0x7FFF_FFFF)
+                    if let session = context.sessions.withLock({ $0[query.peer] }) {
+                        presenceQueries[ruid] = query
+                        session.send([.wantHave(WantHave(ruid: ruid, addresses: query.addresses))])
+                    }
+                    // Without a session the peer's disconnect is on its way, and ends the
+                    // query in the machine; or the query times out.
+                case .cancelPresence(let query):
+                    presenceQueries = presenceQueries.filter { $0.value != query }
                 case .dial(let peer):
                     // The supervisor dials it if its table knows an address; a connect comes
                     // back as `peerConnected`, and a dial that never reports times out in the machine.

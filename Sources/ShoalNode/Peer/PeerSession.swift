@@ -259,10 +259,16 @@ actor PeerSession {
                 return
             }
             let inFlight = context.inFlight
+            // Chunks the peer claims in an offer the machine takes (asked for, in range, not
+            // stored here) are hints for the downloader, collected only while it waits for some.
+            var claimed: [ChunkAddress] = []
+            let hinting = downloads.waitingForChunks.withLock { $0 }
             await perform(machine.received(message, now: now) { address in
                 if stored.contains(address) { return .stored }
+                if hinting { claimed.append(address) }
                 return inFlight.claim(address) ? .claimed : .inFlightElsewhere
             })
+            downloads.offered(claimed, by: peer.overlay)
         case .streamInfoResponse(let response):
             await perform(machine.received(message, now: now))
             do {
@@ -381,8 +387,9 @@ actor PeerSession {
     /// and handed over (a chunk that cannot be one is the peer's fault). A `wantHave` gets a
     /// `presence` bit for each address we store. A `pushChunk` is re-hashed and handed to the
     /// node's push (`PushService`), which stores it or forwards it closer; a `receipt` for one
-    /// of ours goes there too. This node asks no presence: a `presence` arrives unasked, and
-    /// is logged at debug and dropped, not a fault.
+    /// of ours goes there too. A `presence` answering the downloader's query (its request IDs
+    /// have `DownloadService.ruidFlag`) goes to the downloader; any other is logged at debug and
+    /// dropped, not a fault.
     private func retrievalReceived(_ message: Message) async -> (messages: [Message], actions: [PeerSync.Action]) {
         switch message {
         case .retrieveRequest(let request):
@@ -436,8 +443,14 @@ actor PeerSession {
         case .receipt(let receipt):
             await push.answered(receipt, from: peer.overlay)
             return ([], [])
+        case .presence(let presence) where presence.ruid & DownloadService.ruidFlag != 0:
+            // An answer to the downloader's query; one it no longer waits for is dropped.
+            if await !downloads.presenceAnswered(presence, from: peer.overlay) {
+                log(.debug, "dropped a presence answer to no query of ours out (ruid \(presence.ruid))")
+            }
+            return ([], [])
         default:
-            log(.debug, "dropped an unasked \(message.type) (no presence query of ours is running)")
+            log(.debug, "dropped an unasked \(message.type) (not an answer to a presence query of ours)")
             return ([], [])
         }
     }
