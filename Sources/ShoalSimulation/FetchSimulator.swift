@@ -729,6 +729,9 @@ public final class FetchSimulator {
             case .cancelled?, nil: break
             }
             r.downloadChunks += d.addresses.count
+            for address in d.addresses where !stores[d.node].contains(address) {
+                if d.hints.contains(where: { kinds[$0] == .honest && stores[$0].contains(address) }) { r.downloadChunksMissingHonestHint += 1 }
+            }
             if let ended = d.endedMs { r.downloadLongestMs = max(r.downloadLongestMs, ended - d.startMs) }
         }
         r.downloadRequestsPeak = ledger.downloadRequestsPeak
@@ -874,6 +877,8 @@ public struct FetchSimulationReport: Sendable {
     public var hopsP50 = 0, hopsMax = 0
     public var downloads = 0, downloadsCompleted = 0, downloadsFailed = 0
     public var downloadChunks = 0, downloadChunksMissing = 0
+    /// Missing chunks that an honest hinted peer held (it never vanished, lied or dropped messages).
+    public var downloadChunksMissingHonestHint = 0
     public var downloadLongestMs: UInt64 = 0
     /// The most requests one downloader had out, in all and to one peer.
     public var downloadRequestsPeak = 0, downloadPerPeerPeak = 0

@@ -66,6 +66,7 @@ struct SimulateFetchBench: ParsableCommand {
         line.add("downloads_failed", report.downloadsFailed)
         line.add("download_chunks", report.downloadChunks)
         line.add("download_chunks_missing", report.downloadChunksMissing)
+        line.add("download_chunks_missing_honest_hint", report.downloadChunksMissingHonestHint)
         line.add("download_longest_s", Double(report.downloadLongestMs) / 1000)
         line.add("download_requests_peak", report.downloadRequestsPeak)
         line.add("download_per_peer_peak", report.downloadPerPeerPeak)
