@@ -56,7 +56,7 @@ public final class FetchSimulator {
     /// What goes over a link. Retrieval requests carry, besides the hops left that the real
     /// message carries, the path they came by (for check (d); the real node cannot know it).
     enum Wire {
-        case ask(ruid: UInt32, address: ChunkAddress, hops: UInt8, visited: [Int], hopsFromOrigin: Int)
+        case ask(ruid: UInt32, address: ChunkAddress, hops: UInt8, visited: [Int], hopsFromOrigin: Int, climbed: Bool)
         case reply(ruid: UInt32, chunk: Chunk?)
         /// The downloader's request (hops 0 on the wire: answered from the store or refused).
         case downloadAsk(id: UInt64, address: ChunkAddress)
@@ -306,8 +306,8 @@ public final class FetchSimulator {
 
     private func received(_ wire: Wire, at n: Int, from p: Int) {
         switch wire {
-        case .ask(let ruid, let address, let hops, let visited, let hopsFromOrigin):
-            peerAsked(n, by: p, ruid: ruid, address: address, hops: hops, visited: visited, hopsFromOrigin: hopsFromOrigin)
+        case .ask(let ruid, let address, let hops, let visited, let hopsFromOrigin, let climbed):
+            peerAsked(n, by: p, ruid: ruid, address: address, hops: hops, visited: visited, hopsFromOrigin: hopsFromOrigin, climbed: climbed)
         case .reply(let ruid, let chunk):
             ledger.retrievalReplied(node: n, ruid: ruid, peer: p)
             if let chunk {
@@ -399,7 +399,7 @@ public final class FetchSimulator {
         records[r].route = way.path
         nextCaller += 1
         recordOfCaller[nextCaller] = r
-        waitOn(address, at: origin, WaiterPath(waiter: .local(nextCaller), visited: [], hops: 0))
+        waitOn(address, at: origin, WaiterPath(waiter: .local(nextCaller), visited: [], hops: 0, climbed: false))
         performRetrieval(retrieval[origin].request(address, for: .local(nextCaller), now: now), at: origin)
     }
 
@@ -414,7 +414,8 @@ public final class FetchSimulator {
 
     /// A peer's request: answered from the store (a session does that before the machine sees
     /// it), or taken by the machine.
-    private func peerAsked(_ n: Int, by p: Int, ruid: UInt32, address: ChunkAddress, hops: UInt8, visited: [Int], hopsFromOrigin: Int) {
+    private func peerAsked(_ n: Int, by p: Int, ruid: UInt32, address: ChunkAddress, hops: UInt8, visited: [Int], hopsFromOrigin: Int,
+                           climbed: Bool) {
         counters.asksReceived += 1
         if kinds[n] == .lying {
             send(.reply(ruid: ruid, chunk: answer(address, at: n)), from: n, to: p)
@@ -430,12 +431,12 @@ public final class FetchSimulator {
             return
         }
         let waiter = Retrieval.Waiter.peer(overlays[p], ruid: ruid)
-        waitOn(address, at: n, WaiterPath(waiter: waiter, visited: visited, hops: hopsFromOrigin))
-        ledger.retrievalPeerRequestOpened(node: n, peer: p, limits: retrieval[n].limits, now: now)
+        waitOn(address, at: n, WaiterPath(waiter: waiter, visited: visited, hops: hopsFromOrigin, climbed: climbed))
         let actions = retrieval[n].request(address, for: waiter, hops: hops, now: now)
-        // Refused at once (no hop left, a loop, overloaded): it never waited.
+        // Refused at once (no hop left, a loop, overloaded, nobody to ask): it never waited.
         let refusedAtOnce = actions.contains { if case .refuse(let q, let r, _) = $0 { return q == overlays[p] && r == ruid } else { return false } }
         if refusedAtOnce { paths[n][address]?.removeAll { $0.waiter == waiter } }
+        ledger.retrievalPeerRequestOpened(node: n, peer: p, limits: retrieval[n].limits, refusedAtOnce: refusedAtOnce, now: now)
         performRetrieval(actions, at: n)
     }
 
@@ -449,20 +450,26 @@ public final class FetchSimulator {
                 var visited = [n]
                 var nearest = Int.max
                 var local = false
+                var climbed = false
+                var servesPeer = false
                 for w in waiting {
                     visited += w.visited
                     nearest = min(nearest, w.hops)
-                    if case .local = w.waiter { local = true }
+                    climbed = climbed || w.climbed
+                    if case .local = w.waiter { local = true } else { servesPeer = true }
                 }
+                // A peer's request sent farther from the address: only a widened fetch does that.
+                if servesPeer && !(Retrieval.distance(peer, address) < Retrieval.distance(overlays[n], address)) { climbed = true }
                 visited = Array(Set(visited)).sorted()
                 let hopsFromOrigin = (nearest == Int.max ? 0 : nearest) + 1
                 let limits = retrieval[n].limits
                 ledger.retrievalForwarded(from: n, to: p, address: address, visited: visited, hopsFromOrigin: hopsFromOrigin,
-                                          wireHops: hops, hopsMax: limits.hopsMax, now: now)
+                                          wireHops: hops, hopsMax: limits.hopsMax, climbed: climbed, now: now)
                 ledger.retrievalAsked(node: n, peer: p, ruid: ruid, address: address, deadline: now + limits.attemptTimeoutMs(hops: hops),
                                       local: local, limits: limits, now: now)
                 counters.asks += 1
-                let wire = Wire.ask(ruid: ruid, address: address, hops: hops, visited: visited, hopsFromOrigin: hopsFromOrigin)
+                let wire = Wire.ask(ruid: ruid, address: address, hops: hops, visited: visited, hopsFromOrigin: hopsFromOrigin,
+                                    climbed: climbed)
                 if !send(wire, from: n, to: p) {
                     // No connection (as `RetrievalService`): as good as a refusal.
                     ledger.retrievalReplied(node: n, ruid: ruid, peer: p)
@@ -697,6 +704,7 @@ public final class FetchSimulator {
 
     private func makeReport() -> FetchSimulationReport {
         var r = FetchSimulationReport(config: config, simMs: now, counters: counters, violations: ledger.violations)
+        r.widenedLoops = ledger.widenedLoops
         for kind in FetchSimulationConfig.PeerKind.allCases { r.kinds.append((kind.description, kinds.filter { $0 == kind }.count)) }
         r.retrievals = records.count
         var failures: [String: Int] = [:]
@@ -781,6 +789,8 @@ struct WaiterPath {
     var waiter: Retrieval.Waiter
     var visited: [Int]
     var hops: Int
+    /// A node on the way sent a peer's request farther from the address (a widened fetch).
+    var climbed: Bool
 }
 
 struct RetrievalRecord {
@@ -863,6 +873,8 @@ public struct FetchSimulationReport: Sendable {
     public var simMs: UInt64
     public var counters: FetchCounters
     public var violations: FetchViolations
+    /// Loops of the known issue (`FetchLedger.widenedLoops`): reported, not violations.
+    public var widenedLoops = ViolationList()
     /// Nodes per kind, in `PeerKind` order.
     public var kinds: [(kind: String, nodes: Int)] = []
     /// Retrievals issued; the origin held it; retrieved over the network; failed; never ended.

@@ -72,6 +72,7 @@ struct SimulateFetchBench: ParsableCommand {
         line.add("download_per_peer_peak", report.downloadPerPeerPeak)
         for (name, list) in report.violations.all { line.add(name, list.count) }
         line.add("violations", report.violations.total)
+        line.add("loops_widened", report.widenedLoops.count)
         line.add("sim_seconds", Double(report.simMs) / 1000)
         line.add("seconds", seconds)
         line.add("events", c.events)
@@ -86,6 +87,10 @@ struct SimulateFetchBench: ParsableCommand {
         }
         if !c.downloadChunkFailures.isEmpty {
             Output.note("download chunks failed: " + c.downloadChunkFailures.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        }
+        if !report.widenedLoops.isEmpty {
+            Output.note("loops through a widened fetch (known issue, RetrievalPathTests): \(report.widenedLoops.count), e.g.")
+            for example in report.widenedLoops.examples.prefix(2) { Output.note("  \(example)") }
         }
         guard report.violations.total == 0 else {
             Output.note("\(report.violations.total) violations (seed \(seed)); replay with the same options and --seed \(seed):")
