@@ -167,12 +167,16 @@ public final class FetchSimulator {
                 !stores[node].contains(made[c].address) && holders[c].contains { hints.contains($0) }
             }
             Self.shuffle(&wanted, &setup)
-            let addresses = wanted.prefix(config.chunksPerDownload).map { made[$0].address }
+            let chosen = Array(wanted.prefix(config.chunksPerDownload))
+            let addresses = chosen.map { made[$0].address }
+            let honestlyHinted = chosen.filter { c in holders[c].contains { hints.contains($0) && kinds[$0] == .honest } }.map { made[$0].address }
             var machine = DownloadMachine(limits: config.download, seed: setup.next())
             for l in adjacency[node] { _ = machine.peerConnected(overlays[links[l].other(node)], now: 0) }
             let id = DownloadID(Chunk.address(span: UInt64(i), payload: overlays[node].bytes))
             let startMs = Self.draw(config.retrievalWindowMs, &setup)
-            downloaders.append(Downloader(node: node, machine: machine, id: id, addresses: addresses, hints: hints, startMs: startMs))
+            var downloader = Downloader(node: node, machine: machine, id: id, addresses: addresses, hints: hints, startMs: startMs)
+            downloader.honestlyHinted = Set(honestlyHinted)
+            downloaders.append(downloader)
             downloaderAt[node] = i
             events.append((.downloadStart(i), startMs))
         }
@@ -737,8 +741,8 @@ public final class FetchSimulator {
             case .cancelled?, nil: break
             }
             r.downloadChunks += d.addresses.count
-            for address in d.addresses where !stores[d.node].contains(address) {
-                if d.hints.contains(where: { kinds[$0] == .honest && stores[$0].contains(address) }) { r.downloadChunksMissingHonestHint += 1 }
+            for address in d.addresses where !stores[d.node].contains(address) && d.honestlyHinted.contains(address) {
+                r.downloadChunksMissingHonestHint += 1
             }
             if let ended = d.endedMs { r.downloadLongestMs = max(r.downloadLongestMs, ended - d.startMs) }
         }
@@ -834,6 +838,8 @@ struct Downloader {
     let addresses: [ChunkAddress]
     let hints: [Int]
     let startMs: UInt64
+    /// Its chunks an honest hinted peer held from the start.
+    var honestlyHinted: Set<ChunkAddress> = []
     var requests: [UInt64: FetchRequest] = [:]
     var delivered: [ChunkAddress: Chunk] = [:]
     var tickAt: UInt64?
@@ -889,7 +895,8 @@ public struct FetchSimulationReport: Sendable {
     public var hopsP50 = 0, hopsMax = 0
     public var downloads = 0, downloadsCompleted = 0, downloadsFailed = 0
     public var downloadChunks = 0, downloadChunksMissing = 0
-    /// Missing chunks that an honest hinted peer held (it never vanished, lied or dropped messages).
+    /// Missing chunks that an honest hinted peer held from the start (it never vanished, lied or
+    /// dropped messages).
     public var downloadChunksMissingHonestHint = 0
     public var downloadLongestMs: UInt64 = 0
     /// The most requests one downloader had out, in all and to one peer.
