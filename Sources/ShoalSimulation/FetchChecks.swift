@@ -265,10 +265,10 @@ public struct FetchLedger: Sendable {
         violations.unretrieved.record("node \(origin)'s retrieval of \(address.hex.prefix(12)), issued at \(issuedMs) ms, never ended")
     }
 
-    /// A download ended at `endedMs` (nil: it had not when the run stopped).
+    /// A download ended at `endedMs` (nil: it had not when the run stopped, at `stopMs`).
     public mutating func downloadEnded(node: Int, startedMs: UInt64, endedMs: UInt64?, boundMs: UInt64, stopMs: UInt64) {
         guard let endedMs else {
-            violations.unendedDownloads.record("node \(node)'s download, started at \(startedMs) ms, had not ended at \(stopMs) ms")
+            violations.unendedDownloads.record("node \(node)'s download, started at \(startedMs) ms, had not ended when the run stopped at \(stopMs) ms")
             return
         }
         if endedMs - startedMs > boundMs {

@@ -243,7 +243,8 @@ public final class FetchSimulator {
             ledger.retrievalNeverEnded(origin: record.origin, address: chunks[record.chunk].address, issuedMs: record.issuedMs)
         }
         for d in downloaders {
-            ledger.downloadEnded(node: d.node, startedMs: d.startMs, endedMs: d.endedMs, boundMs: config.endBoundMs, stopMs: stop)
+            // `now`: when the run stopped (at `stop`, or earlier when nothing was left to happen).
+            ledger.downloadEnded(node: d.node, startedMs: d.startMs, endedMs: d.endedMs, boundMs: config.endBoundMs, stopMs: now)
         }
         let report = makeReport()
         lastReport = report
