@@ -12,5 +12,5 @@ struct ShoalBench: AsyncParsableCommand {
         abstract: "Benchmarks and crash tests of Shoal's store.",
         subcommands: [StoreBench.self, CrashWriter.self, CrashLoop.self, Sync2Node.self, SyncCrash.self, Flood.self, ErasureBench.self,
                       FilesBench.self, FileAPIBench.self, SlowLink.self, PeersBench.self, SimulateBench.self, ClusterBench.self,
-                      RetrievalBench.self, DownloadBench.self, DownloadCrash.self])
+                      RetrievalBench.self, DownloadBench.self, DownloadCrash.self, SimulateFetchBench.self])
 }
