@@ -125,6 +125,18 @@ struct FileDownloadAPITests {
         }
     }
 
+    @Test("a file with more chunks than one download may name is refused with 413, naming the limit")
+    func aFileTooLargeForOneDownloadIs413() async throws {
+        try await Self.withNode(configure: { $0.downloads.chunksPerDownloadMax = 100 }) { node, _ in
+            try await withAPI(node) { client in
+                let reference = try await client.storeFile(seededBytes(200 * 4096, seed: 63))
+                let response = try await DownloadAPITests.post(client, #"{"root": "\#(reference)"}"#)
+                try expectError(response, .contentTooLarge, .badRequest)
+                #expect(String(decoding: response.body.bytes, as: UTF8.self).contains("more than 100 distinct chunks; a download names at most 100"))
+            }
+        }
+    }
+
     @Test(arguments: [
         (#"{"root": "abc"}"#, "root is not a file reference of 64 hex digits", APIError.Code.invalidReference),
         (#"{"root": "\#(String(repeating: "ab", count: 32))", "addresses": ["\#(String(repeating: "ab", count: 32))"]}"#,
