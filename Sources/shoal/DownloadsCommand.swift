@@ -59,9 +59,9 @@ struct DownloadsCommand: ParsableCommand {
         commandName: "downloads",
         abstract: "List, show, cancel and start the downloads a running node does.",
         discussion: """
-            Exit status: 0 done, 1 the API refused (an unknown id, a bad address; its message on \\
-            stderr) or a followed download was cancelled, 2 usage, 3 the API cannot be reached, 4 \\
-            the address list cannot be read, 5 a followed download failed, 130 interrupted while \\
+            Exit status: 0 done, 1 the API refused (an unknown id, a bad address; its message on \
+            stderr) or a followed download was cancelled, 2 usage, 3 the API cannot be reached, 4 \
+            the address list cannot be read, 5 a followed download failed, 130 interrupted while \
             following. See Docs/CLI.md.
             """,
         subcommands: [List.self, Show.self, Cancel.self, Start.self]
@@ -133,9 +133,9 @@ struct DownloadsCommand: ParsableCommand {
             commandName: "start",
             abstract: "Start a download of chunk addresses; print its id. With --wait, follow it to its end.",
             discussion: """
-                FILE has one address (64 hex digits) per line; blank lines and lines starting \\
-                with # are skipped; - reads stdin. At most 65,536 addresses (one download's \\
-                limit). Ctrl-C while waiting stops the watching, not the node's download, unless \\
+                FILE has one address (64 hex digits) per line; blank lines and lines starting \
+                with # are skipped; - reads stdin. At most 65,536 addresses (one download's \
+                limit). Ctrl-C while waiting stops the watching, not the node's download, unless \
                 --cancel-on-interrupt.
                 """
         )

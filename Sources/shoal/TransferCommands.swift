@@ -136,7 +136,7 @@ struct DownloadCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("The file's reference: 64 hex digits.", valueName: "ref"))
     var reference: Reference
 
-    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write to this file (- or none: stdout).", valueName: "file"))
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write to this file (- or none: stdout; with --fetch, none writes nothing).", valueName: "file"))
     var output: String?
 
     /// `.unconditional`: `--range -100` (the last 100 bytes) is a value, not an unknown flag.
