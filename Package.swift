@@ -72,7 +72,7 @@ let package = Package(
         .target(
             name: "ShoalNode",
             dependencies: [
-                "ShoalCore", "ShoalWire", "ShoalStore", "Locking",
+                "ShoalCore", "ShoalWire", "ShoalStore", "ShoalFiles", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,5 +1,6 @@
 import Hummingbird
 import ShoalCore
+import ShoalFiles
 import ShoalNode
 
 #if canImport(FoundationEssentials)
@@ -8,18 +9,23 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The body of `POST /downloads`.
+/// The body of `POST /downloads`: `addresses` or `root`, not both.
 public struct DownloadRequest: Codable, Sendable, Equatable {
     /// Chunk addresses, 64 hex digits each, 1…`DownloadRouteLimits.addressesMax`.
-    public var addresses: [String]
+    public var addresses: [String]?
+    /// A file's reference (64 hex digits): the node reads its tree and downloads every chunk
+    /// of it (root, intermediates, data leaves; parity too with `parity`).
+    public var root: String?
+    /// With `root`: name the tree's parity chunks too (default false).
+    public var parity: Bool?
     /// `eagerPin` (fetch everything in the background) or `onRead` (a reader waits: these go
     /// first). Default `eagerPin`.
     public var policy: String?
     /// Overlays of peers that may have the chunks (64 hex digits each).
     public var hints: [String]?
 
-    public init(addresses: [String], policy: String? = nil, hints: [String]? = nil) {
-        (self.addresses, self.policy, self.hints) = (addresses, policy, hints)
+    public init(addresses: [String]? = nil, root: String? = nil, parity: Bool? = nil, policy: String? = nil, hints: [String]? = nil) {
+        (self.addresses, self.root, self.parity, self.policy, self.hints) = (addresses, root, parity, policy, hints)
     }
 }
 
@@ -32,6 +38,8 @@ public struct DownloadView: Codable, Sendable, Equatable {
 
     /// 64 hex digits.
     public var id: String
+    /// The file's reference, for a download started with `root` (absent after a restart).
+    public var root: String?
     /// `running`, `completed`, `failed` or `cancelled`.
     public var state: String
     public var policy: String?
@@ -46,8 +54,9 @@ public struct DownloadView: Codable, Sendable, Equatable {
     /// How many could not be fetched in all (a failed download).
     public var missingCount: Int?
 
-    init(_ report: DownloadReport) {
+    init(_ report: DownloadReport, root: ChunkAddress? = nil) {
         id = report.id.key.hex
+        self.root = root?.hex
         missing = report.missing.map(\.hex)
         if let status = report.status {
             state = "running"
@@ -89,22 +98,38 @@ func addDownloadRoutes(to router: Router<APIRequestContext>, node: some NodeAPIB
         let decoded = try await downloadRequest(request, limits: limits)
         let report: DownloadReport
         do {
-            report = try await node.startDownload(decoded.addresses, policy: decoded.policy, hints: decoded.hints)
+            switch decoded.what {
+            case .addresses(let addresses):
+                report = try await node.startDownload(addresses, policy: decoded.policy, hints: decoded.hints)
+            case .file(let root, let including):
+                report = try await node.startFileDownload(root: root, including: including, policy: decoded.policy, hints: decoded.hints)
+            }
         } catch let rejected as DownloadRejected {
             let status: HTTPResponse.Status = rejected.code == .tooManyDownloads ? .serviceUnavailable : .badRequest
             throw APIError(status, .badRequest, rejected.message)
+        } catch let large as TreeTooLarge {
+            throw APIError(.contentTooLarge, .badRequest,
+                           "\(large.description); a download names at most \(large.chunksMax) (download the file with GET /bytes instead)")
+        } catch FileError.missing(let address) {
+            if case .file(let root, _) = decoded.what, root == address {
+                throw APIError(.notFound, .notFound, "the file's root \(root.hex) is neither in this store nor found on the network")
+            }
+            throw APIError(.notFound, .missingChunks,
+                           "chunk \(address.hex) of the file's tree is neither here nor found on the network, nor rebuildable from parity")
         }
-        return try JSONBody.response(DownloadView(report), status: .created, headers: [.location: "/downloads/\(report.id.key.hex)"])
+        return try JSONBody.response(view(report, node: node), status: .created, headers: [.location: "/downloads/\(report.id.key.hex)"])
     }
     router.get("/downloads") { _, _ in
-        try JSONBody.response(await node.downloadList().map(DownloadView.init), status: .ok)
+        var views: [DownloadView] = []
+        for report in await node.downloadList() { views.append(view(report, node: node)) }
+        return try JSONBody.response(views, status: .ok)
     }
     router.get("/downloads/:id") { _, context in
         let id = try downloadID(context)
         guard let report = await node.download(id) else {
             throw APIError(.notFound, .notFound, "no download \(id.key.hex) (running, or ended since the node started)")
         }
-        return try JSONBody.response(DownloadView(report), status: .ok)
+        return try JSONBody.response(view(report, node: node), status: .ok)
     }
     router.delete("/downloads/:id") { _, context in
         let id = try downloadID(context)
@@ -113,6 +138,10 @@ func addDownloadRoutes(to router: Router<APIRequestContext>, node: some NodeAPIB
         }
         return Response(status: .noContent)
     }
+}
+
+private func view(_ report: DownloadReport, node: some NodeAPIBacking) -> DownloadView {
+    DownloadView(report, root: node.fileRoot(of: report.id))
 }
 
 private func downloadID(_ context: APIRequestContext) throws -> DownloadID {
@@ -124,27 +153,48 @@ private func downloadID(_ context: APIRequestContext) throws -> DownloadID {
 }
 
 private struct DecodedDownload {
-    var addresses: [ChunkAddress]
+    enum What {
+        case addresses([ChunkAddress])
+        case file(ChunkAddress, TreeChunks)
+    }
+
+    var what: What
     var policy: DownloadPolicy
     var hints: [OverlayAddress]
 }
 
 private func downloadRequest(_ request: Request, limits: DownloadRouteLimits) async throws -> DecodedDownload {
-    let shape = "{\"addresses\": [\"<64 hex digits>\", …], \"policy\": \"eagerPin\" | \"onRead\", \"hints\": [\"<overlay>\", …]}"
+    let shape = "{\"addresses\": [\"<64 hex digits>\", …] or \"root\": \"<64 hex digits>\", \"parity\": false, "
+        + "\"policy\": \"eagerPin\" | \"onRead\", \"hints\": [\"<overlay>\", …]}"
     let decoded = try await JSONBody.decode(
         DownloadRequest.self, from: request, bytesMax: limits.bodyBytesMax,
         tooLarge: "a POST /downloads body is at most \(limits.bodyBytesMax) bytes (\(limits.addressesMax) addresses)", shape: shape)
-    guard !decoded.addresses.isEmpty else { throw APIError(.badRequest, .badRequest, "no addresses: \(shape)") }
-    guard decoded.addresses.count <= limits.addressesMax else {
-        throw APIError(.contentTooLarge, .badRequest, "\(decoded.addresses.count) addresses; a download names at most \(limits.addressesMax)")
-    }
-    var addresses: [ChunkAddress] = []
-    addresses.reserveCapacity(decoded.addresses.count)
-    for (i, text) in decoded.addresses.enumerated() {
-        guard let address = ChunkAddress(hex: text) else {
-            throw APIError(.badRequest, .invalidAddress, "addresses[\(i)] is not 64 hex digits: '\(text.prefix(80))'")
+    let what: DecodedDownload.What
+    switch (decoded.addresses, decoded.root) {
+    case (_?, _?):
+        throw APIError(.badRequest, .badRequest, "both addresses and root: a download is of a list of chunks or of one file, not both")
+    case (nil, nil):
+        throw APIError(.badRequest, .badRequest, "no addresses and no root: \(shape)")
+    case (nil, let text?):
+        guard let root = ChunkAddress(hex: text) else {
+            throw APIError(.badRequest, .invalidReference, "root is not a file reference of 64 hex digits: '\(text.prefix(80))'")
         }
-        addresses.append(address)
+        what = .file(root, decoded.parity == true ? .dataAndParity : .data)
+    case (let texts?, nil):
+        guard decoded.parity == nil else { throw APIError(.badRequest, .badRequest, "parity goes with root, not with addresses") }
+        guard !texts.isEmpty else { throw APIError(.badRequest, .badRequest, "no addresses: \(shape)") }
+        guard texts.count <= limits.addressesMax else {
+            throw APIError(.contentTooLarge, .badRequest, "\(texts.count) addresses; a download names at most \(limits.addressesMax)")
+        }
+        var addresses: [ChunkAddress] = []
+        addresses.reserveCapacity(texts.count)
+        for (i, text) in texts.enumerated() {
+            guard let address = ChunkAddress(hex: text) else {
+                throw APIError(.badRequest, .invalidAddress, "addresses[\(i)] is not 64 hex digits: '\(text.prefix(80))'")
+            }
+            addresses.append(address)
+        }
+        what = .addresses(addresses)
     }
     let hintTexts = decoded.hints ?? []
     guard hintTexts.count <= limits.hintsMax else {
@@ -163,5 +213,5 @@ private func downloadRequest(_ request: Request, limits: DownloadRouteLimits) as
     case "onRead": policy = .onRead
     case let other: throw APIError(.badRequest, .badRequest, "policy '\(other.prefix(40))' is neither eagerPin nor onRead")
     }
-    return DecodedDownload(addresses: addresses, policy: policy, hints: hints)
+    return DecodedDownload(what: what, policy: policy, hints: hints)
 }

@@ -1,4 +1,5 @@
 import ShoalCore
+import ShoalFiles
 import ShoalNode
 import ShoalStore
 
@@ -36,6 +37,12 @@ public protocol NodeAPIBacking: Sendable {
     func disconnect(_ overlay: OverlayAddress) async -> Bool
     /// Starts a download of `addresses` (durable when it returns); throws `DownloadRejected`.
     func startDownload(_ addresses: [ChunkAddress], policy: DownloadPolicy, hints: [OverlayAddress]) async throws -> DownloadReport
+    /// Starts one download of every chunk of the file `root` (its tree read locally, else by
+    /// retrieval); throws `FileError`, `TreeTooLarge` or `DownloadRejected`.
+    func startFileDownload(root: ChunkAddress, including: TreeChunks, policy: DownloadPolicy,
+                           hints: [OverlayAddress]) async throws -> DownloadReport
+    /// The file root a download was started for; nil for a list of addresses.
+    func fileRoot(of id: DownloadID) -> ChunkAddress?
     /// A running download, or one that ended since the node started.
     func download(_ id: DownloadID) async -> DownloadReport?
     func downloadList() async -> [DownloadReport]

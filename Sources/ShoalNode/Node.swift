@@ -28,6 +28,8 @@ public final class Node: Service, Sendable {
     private let retrieval: RetrievalService
     private let push: PushService
     private let downloads: DownloadService
+    /// The file root of each download started for a file (Node+FileDownloads.swift).
+    let fileDownloadRoots = FileDownloadRoots()
     private let logger: Logger
     private let state = Locked(RunState())
     /// Held from `init` until `close()` (or until the node is released).

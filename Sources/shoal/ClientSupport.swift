@@ -15,7 +15,7 @@ import Darwin
 #endif
 
 /// Exit statuses of the commands that talk to a node's API (`status`, `upload`, `download`,
-/// `pin`, `topology`, `peers`): what a script can rely on (Docs/CLI.md, decision 0018).
+/// `downloads`, `pin`, `topology`, `peers`): what a script can rely on (Docs/CLI.md, decision 0018).
 enum CLIExit {
     static let success: Int32 = 0
     /// The API answered with an error (its message is on stderr).
@@ -26,12 +26,14 @@ enum CLIExit {
     static let unreachable: Int32 = 3
     /// The local input could not be read or the output could not be written.
     static let localIO: Int32 = 4
-    /// `shoal pin check`: the API answered, and not every chunk of the file is retrievable.
+    /// `shoal pin check`: the API answered, and not every chunk of the file is retrievable;
+    /// `shoal download --fetch`, `shoal downloads start --wait`: the download failed (chunks
+    /// nobody could give).
     static let notRetrievable: Int32 = 5
 
     /// The commands whose usage errors exit with `usage` rather than ArgumentParser's 64
     /// (`shoal start` keeps 64, as its supervisors expect).
-    static let clientCommands: Set<String> = ["status", "upload", "download", "pin", "topology", "peers"]
+    static let clientCommands: Set<String> = ["status", "upload", "download", "downloads", "pin", "topology", "peers"]
 
     /// The `--help` text of a command that prints one answer: what its statuses mean.
     static let readCommandDiscussion = """

@@ -1,15 +1,22 @@
+/// What a progress display counts: bytes of a transfer, or chunks a node's download has stored.
+enum ProgressUnit: Sendable, Equatable {
+    case bytes
+    case chunks
+}
+
 /// A transfer's progress at one moment: what every progress display is drawn from.
 struct ProgressState: Sendable, Equatable {
-    /// "upload" or "download".
+    /// "upload", "download" or "fetch".
     var label: String
-    /// Bytes moved so far.
+    /// Bytes (or chunks, by `unit`) moved so far.
     var bytes: UInt64
-    /// Bytes to move in all, when known (an upload from a pipe does not know).
+    /// Bytes (or chunks) to move in all, when known (an upload from a pipe does not know).
     var total: UInt64?
     /// Seconds since the transfer started.
     var elapsedSeconds: Double
-    /// Bytes per second, recently (`RateMeter`).
+    /// Bytes (or chunks) per second, recently (`RateMeter`).
     var rate: Double
+    var unit: ProgressUnit = .bytes
 }
 
 /// Pure formatting of progress: sizes, rates, durations, the bar, and the three kinds of line
@@ -51,6 +58,24 @@ enum ProgressFormat {
         return "\(m):\(ss)"
     }
 
+    /// A count in `unit`: `bytes(_:)`, or "1 chunk", "12345 chunks".
+    static func amount(_ count: UInt64, _ unit: ProgressUnit) -> String {
+        switch unit {
+        case .bytes: bytes(count)
+        case .chunks: count == 1 ? "1 chunk" : "\(count) chunks"
+        }
+    }
+
+    /// A rate in `unit`: `rate(_:)`, or "37 chunks/s" (whole chunks, "0 chunks/s" for nothing).
+    static func rate(_ perSecond: Double, _ unit: ProgressUnit) -> String {
+        switch unit {
+        case .bytes: return rate(perSecond)
+        case .chunks:
+            guard perSecond.isFinite, perSecond > 0 else { return "0 chunks/s" }
+            return "\(perSecond >= 1e18 ? UInt64(1e18) : UInt64(perSecond.rounded())) chunks/s"
+        }
+    }
+
     /// Seconds left at `rate`, when the total is known and the rate is positive.
     static func eta(_ state: ProgressState) -> Double? {
         guard let total = state.total, state.rate.isFinite, state.rate > 0 else { return nil }
@@ -85,10 +110,10 @@ enum ProgressFormat {
         var fraction: Double?
         if let total = state.total, let percent = percent(bytes: state.bytes, total: total) {
             let p = percent < 10 ? "  \(percent)%" : percent < 100 ? " \(percent)%" : "\(percent)%"
-            figures = "\(p) \(bytes(state.bytes)) / \(bytes(total))  \(rate(state.rate))  ETA \(duration(eta(state)))"
+            figures = "\(p) \(amount(state.bytes, state.unit)) / \(amount(total, state.unit))  \(rate(state.rate, state.unit))  ETA \(duration(eta(state)))"
             fraction = total == 0 ? 1 : Double(state.bytes) / Double(total)
         } else {
-            figures = "\(bytes(state.bytes))  \(rate(state.rate))  \(duration(state.elapsedSeconds))"
+            figures = "\(amount(state.bytes, state.unit))  \(rate(state.rate, state.unit))  \(duration(state.elapsedSeconds))"
         }
         let barWidthMax = 40, barWidthMin = 10
         let room = columns - state.label.count - figures.count - 2
@@ -106,24 +131,26 @@ enum ProgressFormat {
     /// or without a total "upload: 12.3 MiB, 5.1 MiB/s".
     static func plainLine(_ state: ProgressState) -> String {
         if let total = state.total, let percent = percent(bytes: state.bytes, total: total) {
-            return "\(state.label): \(bytes(state.bytes)) of \(bytes(total)) (\(percent)%), \(rate(state.rate)), ETA \(duration(eta(state)))"
+            return "\(state.label): \(amount(state.bytes, state.unit)) of \(amount(total, state.unit)) (\(percent)%), \(rate(state.rate, state.unit)), ETA \(duration(eta(state)))"
         }
-        return "\(state.label): \(bytes(state.bytes)), \(rate(state.rate))"
+        return "\(state.label): \(amount(state.bytes, state.unit)), \(rate(state.rate, state.unit))"
     }
 
     /// The last plain line: "upload: 27.4 MiB in 0:05 (5.1 MiB/s)", the rate averaged over the
     /// whole transfer.
     static func plainSummary(_ state: ProgressState) -> String {
-        "\(state.label): \(bytes(state.bytes)) in \(duration(state.elapsedSeconds)) (\(rate(averageRate(state))))"
+        "\(state.label): \(amount(state.bytes, state.unit)) in \(duration(state.elapsedSeconds)) (\(rate(averageRate(state), state.unit)))"
     }
 
     /// One JSON object: {"bytes":n,"total":n|null,"rate":n} with the rate in whole bytes per
-    /// second; the last one (`done`) adds "seconds" and "done":true and has the average rate.
+    /// second ({"chunks":n,…} in chunks for a node's download); the last one (`done`) adds
+    /// "seconds" and "done":true and has the average rate.
     static func jsonLine(_ state: ProgressState, done: Bool = false) -> String {
         let total = state.total.map { "\($0)" } ?? "null"
         let shownRate = done ? averageRate(state) : state.rate
         let rateValue = shownRate.isFinite && shownRate > 0 ? UInt64(min(shownRate, 1e18).rounded()) : 0
-        var line = #"{"bytes":\#(state.bytes),"total":\#(total),"rate":\#(rateValue)"#
+        let key = state.unit == .bytes ? "bytes" : "chunks"
+        var line = #"{"\#(key)":\#(state.bytes),"total":\#(total),"rate":\#(rateValue)"#
         if done {
             let millis = state.elapsedSeconds.isFinite && state.elapsedSeconds > 0 ? UInt64((state.elapsedSeconds * 1000).rounded()) : 0
             line += #","seconds":\#(millis / 1000).\#(threeDigits(millis % 1000)),"done":true"#

@@ -26,7 +26,8 @@ final class ProgressReporter {
 
     private let style: Style
     private let label: String
-    private let total: UInt64?
+    private let unit: ProgressUnit
+    private var total: UInt64?
     private let started = ContinuousClock.now
     private var schedule: ProgressSchedule
     private var meter = RateMeter()
@@ -34,7 +35,7 @@ final class ProgressReporter {
     /// Whether a bar is on screen (so an error message starts on a fresh line).
     private var barShown = false
 
-    init(mode: ProgressMode, label: String, total: UInt64?) {
+    init(mode: ProgressMode, label: String, total: UInt64?, unit: ProgressUnit = .bytes) {
         switch mode {
         case .auto: style = isatty(2) == 1 ? .terminal : .plain
         case .plain: style = .plain
@@ -43,6 +44,7 @@ final class ProgressReporter {
         }
         self.label = label
         self.total = total
+        self.unit = unit
         schedule = ProgressSchedule(kind: style == .terminal ? .terminal : .lines)
     }
 
@@ -52,7 +54,27 @@ final class ProgressReporter {
     }
 
     private func state(at time: Double) -> ProgressState {
-        ProgressState(label: label, bytes: bytes, total: total, elapsedSeconds: time, rate: meter.rate)
+        ProgressState(label: label, bytes: bytes, total: total, elapsedSeconds: time, rate: meter.rate, unit: unit)
+    }
+
+    /// The transfer has moved `bytes` in all, of `total` now (a node's download knows its total
+    /// only once it answers).
+    func update(_ bytes: UInt64, total: UInt64?) {
+        self.total = total
+        update(bytes)
+    }
+
+    /// A line of its own between progress lines ("fetch: download … of 123 chunks"), in the
+    /// styles that draw for people (not json, not none).
+    func note(_ line: String) {
+        switch style {
+        case .terminal:
+            if barShown { Terminal.errRaw("\r\u{1B}[K") }
+            Terminal.err(line)
+            barShown = false
+        case .plain: Terminal.err(line)
+        case .json, .none: break
+        }
     }
 
     /// The transfer has moved `bytes` in all.

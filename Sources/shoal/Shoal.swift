@@ -13,7 +13,7 @@ struct Shoal: AsyncParsableCommand {
         commandName: "shoal",
         abstract: "A peer-to-peer storage node: content-addressed chunks, pull sync, one LMDB store.",
         subcommands: [Start.self, StatusCommand.self, TopologyCommand.self, PeersCommand.self, UploadCommand.self, DownloadCommand.self,
-                      PinCommand.self]
+                      DownloadsCommand.self, PinCommand.self]
     )
 
     /// ArgumentParser's own entry point, except that a usage error of a client command exits

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ShoalAPI
 
 /// `--redundancy`: the erasure-coding level of an upload (the API's `Shoal-Redundancy-Level`).
 enum RedundancyName: String, CaseIterable, ExpressibleByArgument, Sendable {
@@ -105,7 +106,8 @@ struct ByteRange: ExpressibleByArgument, Sendable, Equatable {
     static var defaultCompletionKind: CompletionKind { .default }
 }
 
-/// `shoal download REF`: GET /bytes/{ref} into a file (whole or not at all) or stdout.
+/// `shoal download REF`: GET /bytes/{ref} into a file (whole or not at all) or stdout; with
+/// `--fetch`, first the node's downloader fetches the whole file into its store.
 struct DownloadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "download",
@@ -113,10 +115,19 @@ struct DownloadCommand: ParsableCommand {
         discussion: """
             Writes the file (or --range of it) to -o FILE, else stdout. FILE appears only when \
             every byte has arrived: the bytes go to a temporary file beside it, renamed at the \
-            end and removed on any failure. Progress goes to stderr. Exit status: 0 complete, 1 \
-            the API refused (not found, range past the end; its message on stderr), 2 usage, 3 \
-            the API cannot be reached, stopped answering or cut the body short, 4 the output \
-            cannot be written. See Docs/CLI.md.
+            end and removed on any failure. Progress goes to stderr.
+
+            With --fetch, the node first downloads every chunk of the file into its own store \
+            (POST /downloads with the root; durable, resumed after a restart), and the command \
+            follows it (GET /downloads/{id}, five times a second) until it ends; then -o FILE \
+            (or -o - for stdout) writes the file from the node as without --fetch. Without -o \
+            nothing is written: the file stays on the node. Ctrl-C stops the watching, not the \
+            node's download, unless --cancel-on-interrupt.
+
+            Exit status: 0 complete, 1 the API refused (not found, range past the end; its \
+            message on stderr) or the download was cancelled, 2 usage, 3 the API cannot be \
+            reached, stopped answering or cut the body short, 4 the output cannot be written, 5 \
+            (--fetch) chunks of the file could not be fetched, 130 interrupted. See Docs/CLI.md.
             """
     )
 
@@ -125,7 +136,7 @@ struct DownloadCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("The file's reference: 64 hex digits.", valueName: "ref"))
     var reference: Reference
 
-    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write to this file (- or none: stdout).", valueName: "file"))
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write to this file (- or none: stdout; with --fetch, none writes nothing).", valueName: "file"))
     var output: String?
 
     /// `.unconditional`: `--range -100` (the last 100 bytes) is a value, not an unknown flag.
@@ -139,9 +150,25 @@ struct DownloadCommand: ParsableCommand {
     @Option(help: ArgumentHelp("auto (a bar on a terminal, else plain), plain, json or none.", valueName: "mode"))
     var progress: ProgressMode = .auto
 
+    @OptionGroup var fetching: FetchOptions
+
+    func validate() throws {
+        if !fetching.fetch && (fetching.parity || !fetching.hints.isEmpty || fetching.policy != nil || fetching.cancelOnInterrupt) {
+            throw ValidationError("--parity, --hint, --policy and --cancel-on-interrupt go with --fetch")
+        }
+    }
+
     func run() throws {
         try runClientCommand { () throws(CommandFailure) in
             let client = try options.client()
+            if fetching.fetch {
+                var body = DownloadRequest(root: reference.hex, parity: fetching.parity ? true : nil,
+                                           policy: (fetching.policy ?? .eager).apiName, hints: fetching.hints.map(\.hex))
+                if body.hints?.isEmpty == true { body.hints = nil }
+                let started = try postDownload(body, client: client)
+                _ = try DownloadFollower(client: client, progress: progress, cancelOnInterrupt: fetching.cancelOnInterrupt).follow(started)
+                guard output != nil else { return }
+            }
             let target = "/bytes/\(reference.hex)" + (local ? "?local=true" : "")
             var headers = [("Accept", "application/octet-stream")]
             if let range { headers.append(("Range", range.header)) }

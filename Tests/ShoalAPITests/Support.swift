@@ -4,6 +4,7 @@ import HummingbirdTesting
 import Logging
 import ShoalAPI
 import ShoalCore
+import ShoalFiles
 import ShoalNode
 import ShoalStore
 import ShoalTestSupport
@@ -112,6 +113,11 @@ struct FailingNode: NodeAPIBacking {
     func startDownload(_ addresses: [ChunkAddress], policy: DownloadPolicy, hints: [OverlayAddress]) async throws -> DownloadReport {
         throw StoreError(.system, failure)
     }
+    func startFileDownload(root: ChunkAddress, including: TreeChunks, policy: DownloadPolicy,
+                           hints: [OverlayAddress]) async throws -> DownloadReport {
+        throw StoreError(.system, failure)
+    }
+    func fileRoot(of id: DownloadID) -> ChunkAddress? { nil }
     func download(_ id: DownloadID) async -> DownloadReport? { nil }
     func downloadList() async -> [DownloadReport] { [] }
     func cancelDownload(_ id: DownloadID) async -> Bool { false }

@@ -113,7 +113,8 @@ struct EndToEndTests {
     }
 }
 
-/// `shoal start` on 127.0.0.1 with free ports; its stdout goes to a file, polled for the ready line.
+/// `shoal start` on 127.0.0.1 with free ports (and `arguments`); its stdout goes to a file,
+/// polled for the ready line.
 final class RunningNode: @unchecked Sendable {
     let process = Process()
     private(set) var api = ""
@@ -121,14 +122,14 @@ final class RunningNode: @unchecked Sendable {
     private(set) var listen = ""
     private(set) var overlay = ""
 
-    static func start(in dataDirectory: String) async throws -> RunningNode {
+    static func start(in dataDirectory: String, arguments: [String] = []) async throws -> RunningNode {
         let node = RunningNode()
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         let log = dataDirectory + "/stdout"
         FileManager.default.createFile(atPath: log, contents: nil)
         node.process.executableURL = URL(fileURLWithPath: CLI.binaryPath)
         node.process.arguments = ["start", "--data-dir", dataDirectory, "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0",
-                                  "--log-level", "warning"]
+                                  "--log-level", "warning"] + arguments
         node.process.environment = ["PATH": "/usr/bin:/bin"]
         node.process.standardOutput = FileHandle(forWritingAtPath: log)
         node.process.standardError = FileHandle.nullDevice
