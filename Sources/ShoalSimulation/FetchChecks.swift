@@ -229,8 +229,10 @@ public struct FetchLedger: Sendable {
     /// than `hopsMax + 1` hops (the origin grants `hopsMax` forwards).
     ///
     /// `climbed`: on its way a node serving a peer's request asked a peer farther from the
-    /// address than itself (its fetch was widened by a local caller). A loop on such a path is
-    /// the known issue `RetrievalPathTests` shows: counted in `widenedLoops`, not a violation.
+    /// address than itself. Since a forwarded fetch a local caller joins stays forward-only while
+    /// a peer waits (`RetrievalPathTests`), this happens only when a peer joins a fetch a local
+    /// caller began (which may ask any peer). A loop on such a path is counted in
+    /// `widenedLoops`, not as a violation: the remaining way a request can come back (Docs/Retrieval.md).
     public mutating func retrievalForwarded(from: Int, to: Int, address: ChunkAddress, visited: [Int], hopsFromOrigin: Int,
                                             wireHops: UInt8, hopsMax: UInt8, climbed: Bool = false, now: UInt64) {
         if visited.contains(to) {

@@ -97,6 +97,8 @@ public struct FetchCounters: Sendable, Equatable {
     public var lateDownloadAnswers = 0
     public var dials = 0, dialsFailed = 0, dialled = 0
     public var downloadPeersDropped = 0
+    /// Presence queries the downloaders sent.
+    public var presenceQueries = 0
     /// Chunks downloads gave up on, by why.
     public var downloadChunkFailures: [String: Int] = [:]
 }

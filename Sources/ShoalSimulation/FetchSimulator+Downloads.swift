@@ -38,6 +38,12 @@ extension FetchSimulator {
         }
     }
 
+    /// A presence answer arrived at node `n` from `p`: the downloader on `n` (if any) takes it.
+    func presenceAnswered(_ id: UInt64, bitvector: [UInt8], at n: Int, from p: Int) {
+        guard let d = downloaders.firstIndex(where: { $0.node == n }) else { return }
+        performDownload(downloaders[d].machine.presence(id: id, from: overlays[p], bitvector: bitvector, now: now), downloader: d)
+    }
+
     func performDownload(_ actions: [DownloadAction], downloader d: Int) {
         let node = downloaders[d].node
         var pending = actions[...]
@@ -82,6 +88,12 @@ extension FetchSimulator {
                 if config.dropOnFault, let l = link(node, indexOf[peer]!) { queue.push(.dropLink(l), at: now) }
             case .peerDropped:
                 counters.downloadPeersDropped += 1
+            case .askPresence(let query):
+                counters.presenceQueries += 1
+                // A query that cannot be sent ends by the machine's timeout, as a silent peer's would.
+                _ = send(.presenceAsk(id: query.id, addresses: query.addresses), from: node, to: indexOf[query.peer]!)
+            case .cancelPresence:
+                break
             }
         }
         if config.checkInvariants { downloaders[d].machine.checkInvariants() }

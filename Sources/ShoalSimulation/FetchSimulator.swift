@@ -61,6 +61,9 @@ public final class FetchSimulator {
         /// The downloader's request (hops 0 on the wire: answered from the store or refused).
         case downloadAsk(id: UInt64, address: ChunkAddress)
         case downloadReply(id: UInt64, address: ChunkAddress, chunk: Chunk?)
+        /// The downloader's presence query and its answer (a bit per address).
+        case presenceAsk(id: UInt64, addresses: [ChunkAddress])
+        case presenceReply(id: UInt64, bitvector: [UInt8])
     }
 
     public init(_ config: FetchSimulationConfig) {
@@ -324,6 +327,12 @@ public final class FetchSimulator {
             send(.downloadReply(id: id, address: address, chunk: answer(address, at: n)), from: n, to: p)
         case .downloadReply(let id, let address, let chunk):
             downloadAnswered(id, address: address, chunk: chunk, at: n, from: p)
+        case .presenceAsk(let id, let addresses):
+            // A liar claims every chunk; an honest node says what its store holds.
+            let present = addresses.map { kinds[n] == .lying || stores[n].contains($0) }
+            send(.presenceReply(id: id, bitvector: Presence(ruid: 0, present: present).bitvector), from: n, to: p)
+        case .presenceReply(let id, let bitvector):
+            presenceAnswered(id, bitvector: bitvector, at: n, from: p)
         }
     }
 

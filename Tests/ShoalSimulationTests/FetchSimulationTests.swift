@@ -192,14 +192,14 @@ import Testing
     }
 
     /// U (a caller's origin) asks X; X forwards to C, the one peer closer than itself. A caller
-    /// on X joins X's fetch, which widens it: any peer may be asked now, with every hop. C
-    /// refuses; X asks V, farther than itself; V forwards to its peer closer than itself, U —
-    /// the request is back where it started (U → X → V → U). U does not refuse it as a loop (V
-    /// is not in its skip list): it joins V to its own fetch, so U waits on X, X on V and V on
-    /// U until the attempts time out (4.5–5 s), and U's caller gets its answer only after that.
-    /// The machine's doc says each forward gets closer "so a request cannot circle"; a widened
-    /// fetch breaks that. Recorded as a known issue (Retrieval.swift is not ours to change).
-    @Test func aForwardedFetchWidenedByALocalCallerCanSendItsRequestBackUpItsPath() throws {
+    /// on X joins X's fetch. C refuses. Before, the caller had widened the fetch, so X asked V,
+    /// farther than itself, and V forwarded to U, closer than V: the request was back where it
+    /// started (U → X → V → U), U joined V to its own fetch, and the three waited on each other
+    /// until their attempts timed out (4.5–5 s). Now the fetch stays forward-only while U waits:
+    /// X tells U "not found" first, and only then asks V for its own caller; U, told, ends its
+    /// fetch, so V's forward to U is a request of its own, which U forwards to X, where it is
+    /// refused as a loop (U is in X's skip list). Every request still ends with an answer.
+    @Test func aForwardedFetchJoinedByALocalCallerNeverSendsItsRequestBackUpItsPath() throws {
         let address = ChunkAddress(w0: 0, w1: 0, w2: 0, w3: 0)
         // Distances to the address: C < X < U < V.
         let c = Self.node(0x08), x = Self.node(0x10), u = Self.node(0x40), v = Self.node(0x80)
@@ -212,15 +212,18 @@ import Testing
         #expect(toX.peer == x)
         let toC = try #require(Self.ask(machineX.request(address, for: .peer(u, ruid: toX.ruid), hops: toX.hops, now: 10)))
         #expect(toC.peer == c && toC.hops == toX.hops - 1)
-        #expect(machineX.request(address, for: .local(2), now: 20).isEmpty)  // joins, and widens the fetch
-        let toV = try #require(Self.ask(machineX.refused(by: c, ruid: toC.ruid, now: 30)))
-        #expect(toV.peer == v, "the widened fetch asks a peer farther than X")
+        #expect(machineX.request(address, for: .local(2), now: 20).isEmpty)  // joins; the fetch stays forward-only
+        let afterC = machineX.refused(by: c, ruid: toC.ruid, now: 30)
+        #expect(afterC.first == .refuse(peer: u, ruid: toX.ruid, failure: .notFound(asked: 1)), "U is told before anyone farther is asked")
+        let toV = try #require(Self.ask(afterC))
+        #expect(toV.peer == v, "X's own caller may still have V asked")
+        #expect(machineU.refused(by: x, ruid: toX.ruid, now: 35) == [.resolve(id: 1, .failure(.notFound(asked: 1)))])
         let fromV = try #require(Self.ask(machineV.request(address, for: .peer(x, ruid: toV.ruid), hops: toV.hops, now: 40)))
-        let back = fromV.peer == u ? machineU.request(address, for: .peer(v, ruid: fromV.ruid), hops: fromV.hops, now: 50) : []
+        #expect(fromV.peer == u)
+        let fromU = try #require(Self.ask(machineU.request(address, for: .peer(v, ruid: fromV.ruid), hops: fromV.hops, now: 50)))
+        #expect(fromU.peer == x)
+        #expect(machineX.request(address, for: .peer(u, ruid: fromU.ruid), hops: fromU.hops, now: 60)
+                == [.refuse(peer: u, ruid: fromU.ruid, failure: .loop)])
         for m in [machineU, machineX, machineV] { m.checkInvariants() }
-        withKnownIssue("a fetch widened by a local caller can send a forwarded request back up its path (U → X → V → U)") {
-            #expect(fromV.peer != u || back == [.refuse(peer: v, ruid: fromV.ruid, failure: .loop)],
-                    "U took back its own request from V: \(back)")
-        }
     }
 }

@@ -79,6 +79,7 @@ struct SimulateFetchBench: ParsableCommand {
         line.add("messages", c.messages)
         line.add("messages_lost", c.messagesLost)
         line.add("faults", c.retrievalFaults + c.downloadFaults)
+        line.add("presence_queries", c.presenceQueries)
         line.add("digest", report.digest)
         line.emit()
         Output.note("kinds: " + report.kinds.map { "\($0.kind)=\($0.nodes)" }.joined(separator: " "))

@@ -218,8 +218,9 @@ public struct Retrieval: Sendable {
             }
             counters.joined += 1
             fetch.waiters.append(waiter)
-            // A local caller on a forwarded fetch widens it: any peer may be asked now.
-            if asker == nil { fetch.forwardOnly = false; fetch.hops = max(fetch.hops, limits.hopsMax) }
+            // A local caller joins a forwarded fetch as it is: while a peer waits on it, only
+            // peers closer than this node are asked (a farther one could send the request back up
+            // its own path); the caller gets the rest of its attempts once no peer waits (`askNext`).
             fetches[address] = fetch
             if let asker {
                 openByPeer[asker, default: 0] += 1
@@ -341,7 +342,22 @@ public struct Retrieval: Sendable {
         guard var fetch = fetches[address] else { return [] }
         let local = fetch.waiters.contains { if case .local = $0 { return true } else { return false } }
         let attemptsMax = local ? limits.originAttemptsMax : limits.forwardAttemptsMax
-        let candidate = fetch.attempts < attemptsMax ? closestPeer(to: address, skipping: fetch.skip, closerThanUs: fetch.forwardOnly) : nil
+        var candidate = fetch.attempts < attemptsMax ? closestPeer(to: address, skipping: fetch.skip, closerThanUs: fetch.forwardOnly) : nil
+        var released: [Action] = []
+        if candidate == nil && fetch.forwardOnly && local && fetch.attempts < attemptsMax {
+            // Nobody closer is left for the peers that wait: they are told, and the fetch goes on
+            // for the callers on this node, which may ask any peer (no peer's request can come
+            // back up a path that no longer runs through here).
+            for case .peer(let p, let r) in fetch.waiters {
+                release(p)
+                released.append(.refuse(peer: p, ruid: r, failure: .notFound(asked: fetch.attempts)))
+            }
+            fetch.waiters.removeAll { if case .peer = $0 { return true } else { return false } }
+            fetch.forwardOnly = false
+            fetch.hops = max(fetch.hops, limits.hopsMax)
+            fetches[address] = fetch
+            candidate = closestPeer(to: address, skipping: fetch.skip, closerThanUs: false)
+        }
         guard let peer = candidate else {
             fetches[address] = nil
             deadlines[address] = nil
@@ -351,7 +367,7 @@ public struct Retrieval: Sendable {
                 if case .peer(let p, _) = waiter { release(p) }
                 actions += refusal(waiter, .notFound(asked: fetch.attempts))
             }
-            return actions
+            return released + actions
         }
         let ruid = issueRuid()
         let deadline = now + limits.attemptTimeoutMs(hops: fetch.hops)
@@ -362,7 +378,7 @@ public struct Retrieval: Sendable {
         inFlight[ruid] = address
         deadlines[address] = deadline
         counters.attempts += 1
-        return [.ask(peer: peer, ruid: ruid, address: address, hops: fetch.hops)]
+        return released + [.ask(peer: peer, ruid: ruid, address: address, hops: fetch.hops)]
     }
 
     private func refusal(_ waiter: Waiter, _ failure: RetrievalFailure) -> [Action] {
