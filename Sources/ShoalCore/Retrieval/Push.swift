@@ -125,10 +125,12 @@ public struct Push: Sendable {
         var forwardOnly: Bool
     }
 
-    public let base: OverlayAddress
+    public var base: OverlayAddress { table.base }
     public let limits: PushLimits
+    /// Connected peers and our request IDs.
+    private var table: ForwardingTable
     /// Connected peers, sorted.
-    public private(set) var peers: [OverlayAddress] = []
+    public var peers: [OverlayAddress] { table.peers }
     /// Open pushes by our key (uploads: the shell's id; peers' pushes: ids we make).
     private var pushes: [UInt64: Pending] = [:]
     private var nextKey: UInt64 = 1
@@ -137,12 +139,11 @@ public struct Push: Sendable {
     private var deadlines: [UInt64: UInt64] = [:]
     /// Pushes forwarded for each peer, open now.
     private var openByPeer: [OverlayAddress: Int] = [:]
-    private var nextRuid: UInt32 = 1
     public private(set) var counters = Counters()
     public private(set) var nextDeadline: UInt64?
 
     public init(base: OverlayAddress, limits: PushLimits = PushLimits()) {
-        self.base = base
+        table = ForwardingTable(base: base)
         var limits = limits
         limits.hopsMax = min(limits.hopsMax, UInt8(ProtocolLimits.pushHopsMax))
         self.limits = limits
@@ -153,17 +154,14 @@ public struct Push: Sendable {
     // MARK: Peers
 
     public mutating func peerConnected(_ peer: OverlayAddress) {
-        let i = peers.lowerBound(of: peer)
-        if i < peers.count && peers[i] == peer { return }
-        peers.insert(peer, at: i)
+        table.insert(peer)
     }
 
     /// The peer went away: pushes handed to it go to the next peer; pushes it made to us are
     /// dropped (there is no one to give the receipt to).
     public mutating func peerDisconnected(_ peer: OverlayAddress, depth: Int, now: UInt64) -> [Action] {
         defer { nextDeadline = deadlines.values.min() }
-        let i = peers.lowerBound(of: peer)
-        if i < peers.count && peers[i] == peer { peers.remove(at: i) }
+        table.remove(peer)
         var actions: [Action] = []
         for key in pushes.keys.sorted() {
             guard let pending = pushes[key] else { continue }
@@ -271,7 +269,7 @@ public struct Push: Sendable {
     /// Whether this node is where `address` belongs (see the type's comment).
     public func isStorer(_ address: ChunkAddress, depth: Int) -> Bool {
         if depth > 0 && base.proximity(to: address) >= depth { return true }
-        return !peers.contains { $0.isCloser(to: address, than: base) }
+        return !table.anyCloser(to: address)
     }
 
     private func attemptKey(_ ruid: UInt32, from peer: OverlayAddress) -> UInt64? {
@@ -280,7 +278,7 @@ public struct Push: Sendable {
     }
 
     private mutating func reply(_ ruid: UInt32, from peer: OverlayAddress) -> [Action] {
-        if ruid != 0 && ruid < nextRuid {
+        if table.wasIssued(ruid) {
             counters.lateReceipts += 1
             return []
         }
@@ -314,7 +312,7 @@ public struct Push: Sendable {
         if case .local = pending.origin { local = true } else { local = false }
         let attemptsMax = local ? limits.originAttemptsMax : limits.forwardAttemptsMax
         let candidate = pending.attempts < attemptsMax
-            ? closestPeer(to: pending.chunk.address, skipping: pending.skip, closerThanUs: pending.forwardOnly) : nil
+            ? table.closest(to: pending.chunk.address, skipping: pending.skip, closerThanBase: pending.forwardOnly) : nil
         guard let peer = candidate else {
             counters.failed += 1
             end(key)
@@ -325,7 +323,7 @@ public struct Push: Sendable {
                 return [.refuse(peer: p, ruid: r, .notStored, "no peer closer to the chunk gave a receipt (\(pending.attempts) tried)")]
             }
         }
-        let ruid = issueRuid()
+        let ruid = table.issueRuid()
         let deadline = now + limits.attemptTimeoutMs(hops: pending.hops)
         pending.skip.append(peer)
         pending.attempts += 1
@@ -351,23 +349,6 @@ public struct Push: Sendable {
         return nextKey
     }
 
-    /// Request IDs 1…2³¹−1, as retrieval's (the upper half is the downloader's on the same
-    /// connections; a receipt is told apart from a delivery by its type).
-    private mutating func issueRuid() -> UInt32 {
-        let ruid = nextRuid
-        nextRuid = nextRuid == Retrieval.ruidMax ? 1 : nextRuid + 1
-        return ruid
-    }
-
-    private func closestPeer(to address: ChunkAddress, skipping: [OverlayAddress], closerThanUs: Bool) -> OverlayAddress? {
-        var best: OverlayAddress?
-        for peer in peers where !skipping.contains(peer) {
-            if closerThanUs && !peer.isCloser(to: address, than: base) { continue }
-            if best.map({ peer.isCloser(to: address, than: $0) }) ?? true { best = peer }
-        }
-        return best
-    }
-
     public func checkInvariants() {
         var open: [OverlayAddress: Int] = [:]
         var attempts = 0
@@ -390,6 +371,6 @@ public struct Push: Sendable {
         precondition(open == openByPeer, "open pushes per peer \(openByPeer), pushes say \(open)")
         precondition(pushes.count <= limits.pushesMax, "\(pushes.count) pushes open")
         precondition(nextDeadline == deadlines.values.min(), "nextDeadline is stale")
-        precondition(zip(peers, peers.dropFirst()).allSatisfy { $0 < $1 }, "peers not sorted or repeated")
+        table.checkInvariants()
     }
 }

@@ -128,10 +128,12 @@ public struct Retrieval: Sendable {
         var startedMs: UInt64
     }
 
-    public let base: OverlayAddress
+    public var base: OverlayAddress { table.base }
     public let limits: RetrievalLimits
-    /// Connected peers, sorted (the candidates to ask).
-    public private(set) var peers: [OverlayAddress] = []
+    /// Connected peers (the candidates to ask) and our request IDs.
+    private var table: ForwardingTable
+    /// Connected peers, sorted.
+    public var peers: [OverlayAddress] { table.peers }
     private var fetches: [ChunkAddress: Fetch] = [:]
     /// Request IDs in flight → the address asked.
     private var inFlight: [UInt32: ChunkAddress] = [:]
@@ -139,15 +141,12 @@ public struct Retrieval: Sendable {
     private var deadlines: [ChunkAddress: UInt64] = [:]
     /// Forwarded requests open per peer (waiters that are this peer).
     private var openByPeer: [OverlayAddress: Int] = [:]
-    /// The next request ID; those below it were issued (a reply to one we no longer wait for
-    /// is late, not a fault).
-    private var nextRuid: UInt32 = 1
     public private(set) var counters = Counters()
     /// The earliest attempt deadline, if an attempt is in flight.
     public private(set) var nextDeadline: UInt64?
 
     public init(base: OverlayAddress, limits: RetrievalLimits = RetrievalLimits()) {
-        self.base = base
+        table = ForwardingTable(base: base)
         var limits = limits
         // More would not go on the wire.
         limits.hopsMax = min(limits.hopsMax, UInt8(ProtocolLimits.retrieveHopsMax))
@@ -163,17 +162,14 @@ public struct Retrieval: Sendable {
     // MARK: Peers
 
     public mutating func peerConnected(_ peer: OverlayAddress) {
-        let i = peers.lowerBound(of: peer)
-        if i < peers.count && peers[i] == peer { return }
-        peers.insert(peer, at: i)
+        table.insert(peer)
     }
 
     /// The peer went away: its attempts fail over to the next peer, and its own requests are
     /// dropped (there is no one to answer).
     public mutating func peerDisconnected(_ peer: OverlayAddress, now: UInt64) -> [Action] {
         defer { nextDeadline = deadlines.values.min() }
-        let i = peers.lowerBound(of: peer)
-        if i < peers.count && peers[i] == peer { peers.remove(at: i) }
+        table.remove(peer)
         var actions: [Action] = []
         for address in fetches.keys.sorted() {
             guard var fetch = fetches[address] else { continue }
@@ -319,7 +315,7 @@ public struct Retrieval: Sendable {
 
     /// A reply to no open attempt: late if we issued its ID, the peer's fault if not.
     private mutating func reply(_ ruid: UInt32, from peer: OverlayAddress) -> [Action] {
-        if ruid != 0 && ruid < nextRuid {
+        if table.wasIssued(ruid) {
             counters.lateReplies += 1
             return []
         }
@@ -342,7 +338,7 @@ public struct Retrieval: Sendable {
         guard var fetch = fetches[address] else { return [] }
         let local = fetch.waiters.contains { if case .local = $0 { return true } else { return false } }
         let attemptsMax = local ? limits.originAttemptsMax : limits.forwardAttemptsMax
-        var candidate = fetch.attempts < attemptsMax ? closestPeer(to: address, skipping: fetch.skip, closerThanUs: fetch.forwardOnly) : nil
+        var candidate = fetch.attempts < attemptsMax ? table.closest(to: address, skipping: fetch.skip, closerThanBase: fetch.forwardOnly) : nil
         var released: [Action] = []
         if candidate == nil && fetch.forwardOnly && local && fetch.attempts < attemptsMax {
             // Nobody closer is left for the peers that wait: they are told, and the fetch goes on
@@ -356,7 +352,7 @@ public struct Retrieval: Sendable {
             fetch.forwardOnly = false
             fetch.hops = max(fetch.hops, limits.hopsMax)
             fetches[address] = fetch
-            candidate = closestPeer(to: address, skipping: fetch.skip, closerThanUs: false)
+            candidate = table.closest(to: address, skipping: fetch.skip, closerThanBase: false)
         }
         guard let peer = candidate else {
             fetches[address] = nil
@@ -369,7 +365,7 @@ public struct Retrieval: Sendable {
             }
             return released + actions
         }
-        let ruid = issueRuid()
+        let ruid = table.issueRuid()
         let deadline = now + limits.attemptTimeoutMs(hops: fetch.hops)
         fetch.skip.append(peer)
         fetch.attempts += 1
@@ -401,24 +397,7 @@ public struct Retrieval: Sendable {
     }
 
     /// Request IDs 1…2³¹−1: the upper half is the downloader's, on the same connections.
-    public static let ruidMax: UInt32 = (1 << 31) - 1
-
-    private mutating func issueRuid() -> UInt32 {
-        let ruid = nextRuid
-        nextRuid = nextRuid == Self.ruidMax ? 1 : nextRuid + 1
-        return ruid
-    }
-
-    /// The connected peer closest to `address` by XOR distance, not in `skipping`; with
-    /// `closerThanUs`, only a peer closer to the address than this node.
-    private func closestPeer(to address: ChunkAddress, skipping: [OverlayAddress], closerThanUs: Bool) -> OverlayAddress? {
-        var best: OverlayAddress?
-        for peer in peers where !skipping.contains(peer) {
-            if closerThanUs && !peer.isCloser(to: address, than: base) { continue }
-            if best.map({ peer.isCloser(to: address, than: $0) }) ?? true { best = peer }
-        }
-        return best
-    }
+    public static let ruidMax = ForwardingTable.ruidMax
 
     /// XOR distance, ordered as a 256-bit number (`Address32`'s order is big-endian); the
     /// machine compares with `Address32.isCloser(to:than:)`, which needs no distance value.
@@ -449,6 +428,6 @@ public struct Retrieval: Sendable {
         precondition(open == openByPeer, "open requests per peer \(openByPeer), waiters say \(open)")
         precondition(fetches.count <= limits.fetchesMax, "\(fetches.count) fetches open")
         precondition(nextDeadline == deadlines.values.min(), "nextDeadline is stale")
-        precondition(zip(peers, peers.dropFirst()).allSatisfy { $0 < $1 }, "peers not sorted or repeated")
+        table.checkInvariants()
     }
 }
