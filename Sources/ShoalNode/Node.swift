@@ -70,7 +70,7 @@ public final class Node: Service, Sendable {
                                     seed: UInt64.random(in: .min ... .max))
         let downloads = self.downloads
         context.storedObserver.withLock {
-            $0 = { stored in
+            $0 = StoredObserver { stored in
                 guard downloads.waitingForChunks.withLock({ $0 }) else { return }
                 let addresses = stored.map(\.address)
                 Task { await downloads.stored(addresses) }
