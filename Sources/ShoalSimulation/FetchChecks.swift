@@ -229,10 +229,9 @@ public struct FetchLedger: Sendable {
     /// than `hopsMax + 1` hops (the origin grants `hopsMax` forwards).
     ///
     /// `climbed`: on its way a node serving a peer's request asked a peer farther from the
-    /// address than itself. Since a forwarded fetch a local caller joins stays forward-only while
-    /// a peer waits (`RetrievalPathTests`), this happens only when a peer joins a fetch a local
-    /// caller began (which may ask any peer). A loop on such a path is counted in
-    /// `widenedLoops`, not as a violation: the remaining way a request can come back (Docs/Retrieval.md).
+    /// address than itself. The machine no longer lets that happen (a fetch a peer waits on is
+    /// forward-only: `RetrievalPathTests`, `RetrievalJoinTests`); a loop on such a path is still
+    /// counted apart, in `widenedLoops`, so that a change that brings it back shows.
     public mutating func retrievalForwarded(from: Int, to: Int, address: ChunkAddress, visited: [Int], hopsFromOrigin: Int,
                                             wireHops: UInt8, hopsMax: UInt8, climbed: Bool = false, now: UInt64) {
         if visited.contains(to) {

@@ -321,3 +321,43 @@ struct RetrievalTests {
         for m in machines { #expect(m.openFetches == 0) }
     }
 }
+
+/// A peer that asks for an address a local caller's fetch is already after: it waits on that
+/// fetch only if the fetch moves toward the address.
+struct RetrievalJoinTests {
+    static let base = RetrievalTests.base
+
+    @Test func aPeerIsRefusedAsALoopWhileTheCallersFetchAsksAFartherPeer() {
+        // The base 0x80… is the closest node to 0x81… it knows; its caller may still ask 0x10….
+        let farther = RetrievalTests.overlay(0x1000_0000_0000_0000)
+        let asker = RetrievalTests.overlay(0x2000_0000_0000_0000)
+        var r = RetrievalTests.machine(peers: [0x1000_0000_0000_0000, 0x2000_0000_0000_0000])
+        let c = RetrievalTests.chunk(top: 0x81)
+        let ask = RetrievalTests.asks(r.request(c.address, for: .local(1), now: 0))
+        #expect(ask.map(\.peer) == [farther])
+        // 0x10… may forward toward 0x81… through 0x20…, which asks us: waiting on 0x10… it would
+        // wait on itself.
+        #expect(r.request(c.address, for: .peer(asker, ruid: 5), hops: 3, now: 1) == [.refuse(peer: asker, ruid: 5, failure: .loop)])
+        r.checkInvariants()
+        #expect(r.counters.loops == 1)
+    }
+
+    @Test func aPeerJoiningTheCallersFetchMakesItForwardOnlyUntilThePeerIsTold() {
+        let closer = RetrievalTests.overlay(0x8100_0000_0000_0000)
+        let farther = RetrievalTests.overlay(0x1000_0000_0000_0000)
+        let asker = RetrievalTests.overlay(0x2000_0000_0000_0000)
+        var r = RetrievalTests.machine(peers: [0x8100_0000_0000_0000, 0x1000_0000_0000_0000, 0x2000_0000_0000_0000])
+        let c = RetrievalTests.chunk(top: 0x81)
+        let first = RetrievalTests.asks(r.request(c.address, for: .local(1), now: 0))
+        #expect(first.map(\.peer) == [closer])
+        // The attempt goes closer: the peer joins.
+        #expect(r.request(c.address, for: .peer(asker, ruid: 7), hops: 3, now: 1).isEmpty)
+        r.checkInvariants()
+        // 0x81… refuses; nobody closer is left: the peer is told first, then the caller's fetch
+        // goes on to the farther peer.
+        let next = r.refused(by: closer, ruid: first[0].ruid, now: 2)
+        r.checkInvariants()
+        #expect(next.first == .refuse(peer: asker, ruid: 7, failure: .notFound(asked: 1)))
+        #expect(RetrievalTests.asks(next).map(\.peer) == [farther])
+    }
+}

@@ -65,17 +65,19 @@ public enum RetrievalFailure: Error, Sendable, Equatable, CustomStringConvertibl
 /// - A fetch per address: everyone who asks for an address while it is fetched (local callers,
 ///   peers) waits on the same fetch and gets the same answer; one peer is asked at a time.
 /// - The peer asked is the connected peer closest to the address (XOR) that has not been asked
-///   for it yet (the skip list) and is not a waiter. A forwarder asks only peers closer to the
-///   address than itself: each hop gets closer, so a request cannot circle; the origin may ask
-///   any peer.
+///   for it yet (the skip list) and is not a waiter. While a peer waits on a fetch, only peers
+///   closer to the address than this node are asked: each hop gets closer, so no request
+///   waits on a path that leads back to it. A fetch only local callers wait on may ask any
+///   peer; a peer that asks while it waits on a farther one is refused as a loop.
 /// - An attempt ends with the chunk, a refusal, a timeout (`tick`), or the peer's disconnect;
 ///   then the next peer is asked, up to the attempt limit, after which every waiter is told.
 /// - Request IDs are ours (per node, increasing); a reply with an ID we issued but no longer
 ///   wait for is late and ignored, one with an ID we never issued is the peer's fault.
 ///
 /// Invariants (`checkInvariants`): each fetch has a waiter, at most one attempt in flight, and
-/// its attempt's peer in its skip list; request IDs in flight map to their fetches and back;
-/// per-peer open counts match the waiters; deadlines match the attempts.
+/// its attempt's peer in its skip list; a fetch a peer waits on is forward-only; request IDs in
+/// flight map to their fetches and back; per-peer open counts match the waiters; deadlines
+/// match the attempts.
 public struct Retrieval: Sendable {
     /// Who waits for an address.
     public enum Waiter: Sendable, Equatable, Hashable {
@@ -212,11 +214,22 @@ public struct Retrieval: Sendable {
                 counters.overloaded += 1
                 return refusal(waiter, .overloaded)
             }
+            // A peer waits only on a fetch that moves toward the address. One a local caller began
+            // may be asking a peer farther than this node, whose forward could come back to the
+            // asker and wait on it: refused as a loop (the asker tries its next peer).
+            if asker != nil, !fetch.forwardOnly {
+                if let attempt = fetch.attempt, !attempt.peer.isCloser(to: address, than: base) {
+                    counters.loops += 1
+                    return refusal(waiter, .loop)
+                }
+                fetch.forwardOnly = true
+            }
             counters.joined += 1
             fetch.waiters.append(waiter)
-            // A local caller joins a forwarded fetch as it is: while a peer waits on it, only
-            // peers closer than this node are asked (a farther one could send the request back up
-            // its own path); the caller gets the rest of its attempts once no peer waits (`askNext`).
+            // A local caller joins a forwarded fetch as it is, and a peer that joins a local
+            // caller's fetch makes it forward-only: while a peer waits on it, only peers closer
+            // than this node are asked (a farther one could send the request back up its own
+            // path); the callers get the rest of their attempts once no peer waits (`askNext`).
             fetches[address] = fetch
             if let asker {
                 openByPeer[asker, default: 0] += 1
@@ -413,6 +426,8 @@ public struct Retrieval: Sendable {
             precondition(fetch.waiters.count <= limits.waitersPerFetchMax, "fetch \(address.hex.prefix(16)) has \(fetch.waiters.count) waiters")
             precondition(Set(fetch.waiters).count == fetch.waiters.count, "a waiter twice on \(address.hex.prefix(16))")
             for case .peer(let p, _) in fetch.waiters { open[p, default: 0] += 1 }
+            precondition(fetch.forwardOnly || !fetch.waiters.contains { if case .peer = $0 { true } else { false } },
+                         "a peer waits on \(address.hex.prefix(16)), whose fetch may ask farther peers")
             if let attempt = fetch.attempt {
                 attempts += 1
                 precondition(fetch.skip.contains(attempt.peer), "the peer asked is not in the skip list")
