@@ -87,8 +87,10 @@ final class ShoalDaemon: @unchecked Sendable {
         try await c.ready()
         var factory = SeededChunks(seed: 21)
         let chunks = factory.chunks(count: 60)
+        // Not pushed (`?push=false`): this is pull sync along the line, and its counters below
+        // count what sync delivered.
         for chunk in chunks {
-            let (status, _) = try await a.http("POST", "/chunks", body: Data(chunk.serialized))
+            let (status, _) = try await a.http("POST", "/chunks?push=false", body: Data(chunk.serialized))
             #expect(status == 201)
         }
         try await eventually("C holds what was posted to A", within: .seconds(60), pollMs: 50) { (try? await c.chunkCount()) == chunks.count }
@@ -102,7 +104,7 @@ final class ShoalDaemon: @unchecked Sendable {
         let c2 = try ShoalDaemon(dataDirectory: dir.sub("c"), peers: [b.listen])
         try await c2.ready()
         let more = factory.chunks(count: 10)
-        for chunk in more { _ = try await a.http("POST", "/chunks", body: Data(chunk.serialized)) }
+        for chunk in more { _ = try await a.http("POST", "/chunks?push=false", body: Data(chunk.serialized)) }
         try await eventually("C holds the chunks posted after its restart", within: .seconds(60), pollMs: 50) {
             (try? await c2.chunkCount()) == chunks.count + more.count
         }
