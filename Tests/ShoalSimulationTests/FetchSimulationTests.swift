@@ -26,6 +26,14 @@ import Testing
         }
     }
 
+    /// CI's size and the seed on which a downloader put one chunk into two presence queries of
+    /// the same pass (the queue held it twice): the machine's invariant check stopped the run.
+    @Test func theSeedThatPutAChunkInTwoPresenceQueriesRunsClean() {
+        let report = FetchSimulator(FetchSimulationConfig(nodes: 200, chunks: 2000, retrievals: 1500, seed: 18606)).run()
+        Self.expectNoViolations(report)
+        #expect(report.counters.presenceQueries > 0)
+    }
+
     @Test(arguments: [21, 22] as [UInt64])
     func aNetworkWithEveryKindOfPeerPassesEveryCheck(seed: UInt64) {
         let report = FetchSimulator(Self.small(seed: seed)).run()

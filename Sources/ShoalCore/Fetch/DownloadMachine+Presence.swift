@@ -12,9 +12,12 @@ extension DownloadMachine {
         var batches: [(peer: OverlayAddress, addresses: [ChunkAddress])] = []
         var batchOf: [OverlayAddress: Int] = [:]
         var kept: [ReadyEntry] = []
+        // The queue may hold a chunk twice (queued again under a new key while it waited): it
+        // goes into one query of this pass, not two (it is marked as in a query only below).
+        var taken = Set<ChunkAddress>()
         var scanned = 0
         while scanned < limits.scheduleScanMax, let top = presenceQueue.popMin() {
-            guard let fetch = fetches[top.address], mayQuery(top.address, fetch) else { continue }
+            guard !taken.contains(top.address), let fetch = fetches[top.address], mayQuery(top.address, fetch) else { continue }
             scanned += 1
             var chosen: OverlayAddress?
             var busy = false
@@ -31,6 +34,7 @@ extension DownloadMachine {
                 }
             }
             if let peer = chosen {
+                taken.insert(top.address)
                 if let i = batchOf[peer] {
                     batches[i].addresses.append(top.address)
                 } else {
