@@ -69,11 +69,30 @@ public final class Node: Service, Sendable {
         downloads = DownloadService(context: context, supervisor: supervisor, limits: configuration.downloads,
                                     seed: UInt64.random(in: .min ... .max))
         let downloads = self.downloads
+        // Commits come faster than the downloader may take them (pull sync makes hundreds a
+        // second): their addresses gather here, and one task at a time hands over what gathered,
+        // instead of a task per commit queueing on the actor without bound.
+        let gathered = Locked<(addresses: [ChunkAddress], draining: Bool)>(([], false))
         context.storedObserver.withLock {
             $0 = StoredObserver { stored in
                 guard downloads.waitingForChunks.withLock({ $0 }) else { return }
-                let addresses = stored.map(\.address)
-                Task { await downloads.stored(addresses) }
+                let startDraining = gathered.withLock { g -> Bool in
+                    g.addresses += stored.lazy.map(\.address)
+                    defer { g.draining = true }
+                    return !g.draining
+                }
+                guard startDraining else { return }
+                Task {
+                    while true {
+                        let next = gathered.withLock { g -> [ChunkAddress] in
+                            defer { g.addresses = [] }
+                            if g.addresses.isEmpty { g.draining = false }
+                            return g.addresses
+                        }
+                        if next.isEmpty { return }
+                        await downloads.stored(next)
+                    }
+                }
             }
         }
     }

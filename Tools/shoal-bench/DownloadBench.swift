@@ -57,17 +57,7 @@ struct DownloadBench: ParsableCommand {
             if passed && !keep && dir == nil { Files.removeTree(scratch) }
             if !passed { Output.note("download: data directories and logs kept in \(scratch)") }
         }
-        let started = monotonicSeconds()
-        let addresses = try run.prepare(chunks: chunks, seed: seed, timeout: timeout)
-        Output.note("# download: \(holders) holders of \(chunks) chunks ready in \(ResultLine.format(monotonicSeconds() - started)) s")
-
-        // D, the light node: connected to every holder before the clock starts.
-        let d = run.newNode(light: true)
-        try run.start(d)
-        try run.waitUntilItMayAskEveryHolder(d, deadline: monotonicSeconds() + timeout)
-        let before = try run.served()
-        let downloadStarted = monotonicSeconds()
-        let ids = try run.startDownloads(d, addresses, deadline: downloadStarted + timeout)
+        let (addresses, d, before, downloadStarted, ids) = try run.startLightDownload("download", chunks: chunks, seed: seed, timeout: timeout)
         try run.waitCompleted(d, ids: ids, deadline: downloadStarted + timeout, restartedSince: false)
         let downloadSeconds = monotonicSeconds() - downloadStarted
         let deltas = zip(try run.served(), before).map { $0 - $1 }
@@ -192,14 +182,7 @@ struct DownloadCrash: ParsableCommand {
             if !passed { Output.note("download-crash: data directories and logs kept in \(scratch)") }
         }
         let started = monotonicSeconds()
-        let addresses = try run.prepare(chunks: chunks, seed: seed, timeout: timeout)
-        Output.note("# download-crash: \(holders) holders of \(chunks) chunks ready in \(ResultLine.format(monotonicSeconds() - started)) s")
-        let d = run.newNode(light: true)
-        try run.start(d)
-        try run.waitUntilItMayAskEveryHolder(d, deadline: monotonicSeconds() + timeout)
-        let before = try run.served()
-        let downloadStarted = monotonicSeconds()
-        let ids = try run.startDownloads(d, addresses, deadline: downloadStarted + timeout)
+        let (addresses, d, before, downloadStarted, ids) = try run.startLightDownload("download-crash", chunks: chunks, seed: seed, timeout: timeout)
 
         var rng = SplitMix64(seed: derivedSeed(seed, 3))
         var killsDuring = 0, verifyFailures = 0, resumesShown = 0, resumesChecked = 0
@@ -318,6 +301,24 @@ struct DownloadRun {
     }
 
     /// A fresh downloading node (not started).
+    /// What both benches do first: fill the holders, start D (a light node) and wait until it
+    /// may ask every holder, then post the downloads. D, the holders' `chunksServed` before,
+    /// when the downloads were posted, and their IDs.
+    mutating func startLightDownload(_ label: String, chunks: Int, seed: UInt64, timeout: Double) throws
+        -> (addresses: [ChunkAddress], d: ClusterMember, servedBefore: [Int], started: Double, ids: [String]) {
+        let started = monotonicSeconds()
+        let addresses = try prepare(chunks: chunks, seed: seed, timeout: timeout)
+        Output.note("# \(label): \(holders.count) holders of \(chunks) chunks ready in \(ResultLine.format(monotonicSeconds() - started)) s")
+        // D, the light node: connected to every holder before the clock starts.
+        let d = newNode(light: true)
+        try start(d)
+        try waitUntilItMayAskEveryHolder(d, deadline: monotonicSeconds() + timeout)
+        let before = try served()
+        let downloadStarted = monotonicSeconds()
+        let ids = try startDownloads(d, addresses, deadline: downloadStarted + timeout)
+        return (addresses, d, before, downloadStarted, ids)
+    }
+
     mutating func newNode(light: Bool) -> ClusterMember {
         let member = ClusterMember(index: holders.count + others.count, root: root)
         others.append(member)
